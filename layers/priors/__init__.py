@@ -1,0 +1,24 @@
+"""Prior layers and the registry that builds one from `model.prior` in a config."""
+
+from layers.priors.base import Prior
+from layers.priors.mixture_of_gaussians import MixtureOfGaussians
+from layers.priors.standard_normal import StandardNormal
+from layers.priors.vampprior import VampPrior
+
+
+def build_prior(prior_config, latent_dim, image_shape):
+    """Create the prior named by `prior_config.name` (see training.config.PriorConfig)."""
+    c = prior_config
+    if c.name == "standard_normal":
+        return StandardNormal(latent_dim, name="prior")
+    if c.name == "mog":
+        return MixtureOfGaussians(latent_dim, c.components, learn_weights=c.learn_weights, name="prior")
+    if c.name == "vampprior":
+        return VampPrior(
+            latent_dim, image_shape, c.components, init=c.init, pseudo_inputs_mean=c.pseudo_inputs_mean,
+            pseudo_inputs_std=c.pseudo_inputs_std, trainable=c.trainable, name="prior",
+        )
+    raise ValueError(f"unknown prior '{c.name}'")
+
+
+__all__ = ["Prior", "StandardNormal", "MixtureOfGaussians", "VampPrior", "build_prior"]

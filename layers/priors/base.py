@@ -1,0 +1,50 @@
+"""The prior interface every prior layer implements.
+
+A prior is a Keras layer over the top latent with `log_prob(z)` (one value per row) and
+`sample(num_samples, seed)`. Priors that are mixtures also expose their components, so generic code
+(sample plates, exports, augmentation) can use them without knowing which prior it has.
+"""
+
+import keras
+
+
+class Prior(keras.layers.Layer):
+    """Base class of p(z). Subclasses implement `log_prob` and `sample`.
+
+    Args:
+        latent_dim: dimensionality of z.
+    """
+
+    num_components = 0  # mixtures override this and `component_sample`
+
+    def __init__(self, latent_dim, **kwargs):
+        super().__init__(**kwargs)
+        self.latent_dim = latent_dim
+        self._encode = None
+
+    def attach_encoder(self, encode):
+        """Give the prior the model's top encoder, `images -> (mean, log_var)`.
+
+        Priors built from encoded inputs (VampPrior, exemplar, pseudocoreset) need it; a plain function
+        reference keeps the encoder's weights owned by the model only.
+        """
+        self._encode = encode
+
+    def initialize_from_data(self, images, seed):
+        """Data-dependent initialisation before training (no-op unless a prior needs it)."""
+
+    def log_prob(self, z):
+        raise NotImplementedError("abstract: each prior defines log p(z)")
+
+    def sample(self, num_samples, seed=None):
+        raise NotImplementedError("abstract: each prior defines its sampler")
+
+    def component_sample(self, index, num_samples, seed=None):
+        """Samples from mixture component `index` (only for priors with components)."""
+        raise NotImplementedError(f"abstract: {type(self).__name__} has no mixture components")
+
+    def call(self, z):
+        return self.log_prob(z)
+
+    def get_config(self):
+        return {**super().get_config(), "latent_dim": self.latent_dim}
