@@ -238,4 +238,6 @@ def load(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
 
 
 def save(config: RunConfig, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
+    from training import atomic
+
+    atomic.write_text(path, yaml.safe_dump(to_dict(config), sort_keys=False))

@@ -1,0 +1,532 @@
+"""Datasets as NumPy splits, plus deterministic tf.data pipelines for training and evaluation.
+
+Every source (TFDS, MNIST-format IDX files, an .npz, scikit-learn's digits) is first read into uint8
+arrays [N, H, W, C] on the 0..255 scale, so that the two preprocessing modes are exact:
+
+* dynamic_binarization: training images are greyscale intensities x/255 and each training batch gets a
+  fresh Bernoulli draw (in `train_dataset`); validation and test are binarised once at load time with
+  np.random.RandomState(binarization_seed), validation first and then test from the same stream, the
+  way the reference code does it with np.random.seed(777).
+* continuous: every split is (x + 0.5) / 256, the deterministic mid-bin dequantisation of the references.
+
+The training pipeline is a pure function of (seed, epoch, step): a run resumed at epoch e sees exactly
+the batches an uninterrupted run would have seen.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from training.config import DataConfig
+
+PREPROCESSING = ("dynamic_binarization", "continuous")
+TFDS_DATASETS = ("mnist", "fashion_mnist", "cifar10", "omniglot", "celeb_a")
+# Images held out from TFDS "train" as validation (the papers' splits); celeb_a has its own validation split.
+TFDS_VALIDATION_SIZE = {"mnist": 10_000, "fashion_mnist": 10_000, "cifar10": 10_000, "omniglot": 1_345}
+DEFAULT_IMAGE_SIZE = {"omniglot": (28, 28), "celeb_a": (64, 64)}
+CELEB_A_CROP = 140
+IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC = 2051, 2049
+MNIST10K_DEFAULT_PATH = "../shared/datasets/mnist_t10k"
+DIGITS_TEST_SIZE, DIGITS_VALIDATION_SIZE = 250, 250
+PROBE_TIMEOUT_S = 5.0
+
+
+class DatasetUnavailableError(RuntimeError):
+    """The dataset cannot be reached offline, is not prepared, or its files are missing."""
+
+
+class ImageShapeError(ValueError):
+    """Images of a shape, channel count or value range the models cannot use."""
+
+
+@dataclass
+class Splits:
+    """Preprocessed float32 images [N, H, W, C] in [0, 1] and int64 labels (None when the source has none).
+
+    `train` holds greyscale intensities x/255 for dynamic_binarization (binarised per batch by
+    `train_dataset`) and (x + 0.5)/256 for continuous; `validation` and `test` are final: binarised once
+    (RandomState(binarization_seed), validation drawn before test) or (x + 0.5)/256.
+    """
+
+    train: np.ndarray
+    validation: np.ndarray
+    test: np.ndarray
+    train_labels: np.ndarray | None
+    validation_labels: np.ndarray | None
+    test_labels: np.ndarray | None
+    image_shape: tuple[int, int, int]
+    preprocessing: str
+    name: str
+
+
+# --------------------------------------------------------------------------------------------------
+# Public API
+# --------------------------------------------------------------------------------------------------
+
+
+def load_splits(config: DataConfig) -> Splits:
+    """Read the dataset named by `config`, split it, resize it and apply the preprocessing."""
+    if config.preprocessing not in PREPROCESSING:
+        raise ValueError(f"data.preprocessing: '{config.preprocessing}' is not one of {list(PREPROCESSING)}")
+    loaders = {name: _load_tfds for name in TFDS_DATASETS}
+    loaders.update(idx=_load_idx, mnist10k=_load_mnist10k, npz=_load_npz, digits=_load_digits)
+    if config.name not in loaders:
+        raise ValueError(f"data.name: '{config.name}' is not one of {list(loaders)}")
+    raw = loaders[config.name](config)  # {"train"|"validation"|"test": (uint8 [N,H,W,C], int64 [N] | None)}
+
+    size = _image_size(config)
+    raw = {split: (_resize(images, size), labels) for split, (images, labels) in raw.items()}
+    _check_raw(raw, config.name)
+
+    x_train, x_val, x_test = (raw[s][0] for s in ("train", "validation", "test"))
+    if config.preprocessing == "continuous":
+        train, validation, test = (_dequantize(x) for x in (x_train, x_val, x_test))
+    else:
+        train = (x_train / np.float32(255)).astype(np.float32)
+        rng = np.random.RandomState(config.binarization_seed)  # one stream: validation, then test
+        validation = rng.binomial(1, x_val / 255.0).astype(np.float32)
+        test = rng.binomial(1, x_test / 255.0).astype(np.float32)
+
+    return Splits(
+        train=train,
+        validation=validation,
+        test=test,
+        train_labels=raw["train"][1],
+        validation_labels=raw["validation"][1],
+        test_labels=raw["test"][1],
+        image_shape=tuple(int(d) for d in x_train.shape[1:]),
+        preprocessing=config.preprocessing,
+        name=config.name,
+    )
+
+
+def steps_per_epoch(splits: Splits, batch_size: int) -> int:
+    """Full batches per epoch; the remainder is dropped so every batch has a static shape."""
+    return len(splits.train) // batch_size
+
+
+def train_dataset(
+    splits: Splits, batch_size: int, seed: int, initial_epoch: int = 0, epochs: int = 1
+) -> tf.data.Dataset:
+    """Batches {"image": float32 [B,H,W,C], "index": int64 [B]} for epochs initial_epoch .. epochs-1.
+
+    Epoch e is a stateless shuffle seeded by (seed, e), cut into N // batch_size full batches; with
+    dynamic_binarization batch `step` is binarised with stateless uniforms seeded by fold_in((seed, e), step).
+    Nothing depends on iterator state, so resuming at epoch e reproduces the uninterrupted run exactly.
+    `index` is the row in splits.train (for leave-one-out exemplar priors).
+    """
+    n = len(splits.train)
+    steps = n // batch_size
+    if steps == 0:
+        raise ValueError(f"batch_size {batch_size} is larger than the training set ({n} images)")
+    images = tf.convert_to_tensor(splits.train)  # captured by reference, not serialised into the graph
+    binarize = splits.preprocessing == "dynamic_binarization"
+    base_seed = tf.constant(seed, tf.int64)
+
+    def make_batch(epoch, step, index):
+        image = tf.gather(images, index)
+        if binarize:
+            batch_seed = tf.random.experimental.stateless_fold_in(tf.stack([base_seed, tf.constant(0, tf.int64)]), step)
+            image = tf.cast(tf.random.stateless_uniform(tf.shape(image), seed=batch_seed) < image, tf.float32)
+        return {"image": image, "index": index}
+
+    def one_epoch(epoch):
+        order = tf.random.experimental.stateless_shuffle(tf.range(n, dtype=tf.int64), seed=tf.stack([base_seed, epoch]))
+        batches = tf.reshape(order[: steps * batch_size], [steps, batch_size])
+        ds = tf.data.Dataset.zip(tf.data.Dataset.range(steps), tf.data.Dataset.from_tensor_slices(batches))
+        return ds.map(lambda step, index: make_batch(epoch, step, index), num_parallel_calls=tf.data.AUTOTUNE)
+
+    ds = tf.data.Dataset.range(initial_epoch, epochs).flat_map(one_epoch)
+    ds = ds.apply(tf.data.experimental.assert_cardinality(max(epochs - initial_epoch, 0) * steps))
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def eval_dataset(images: np.ndarray, batch_size: int) -> tf.data.Dataset:
+    """Batches {"image", "index"} of `images` in order, keeping the final partial batch."""
+    tensor = tf.convert_to_tensor(images)
+    ds = tf.data.Dataset.range(len(images)).batch(batch_size)
+    ds = ds.map(lambda index: {"image": tf.gather(tensor, index), "index": index}, num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+# --------------------------------------------------------------------------------------------------
+# Shared helpers: uint8 conversion, splitting, resizing, validation
+# --------------------------------------------------------------------------------------------------
+
+
+def _dequantize(x: np.ndarray) -> np.ndarray:
+    return ((x.astype(np.float32) + np.float32(0.5)) / np.float32(256)).astype(np.float32)
+
+
+def _image_size(config: DataConfig) -> tuple[int, int] | None:
+    size = config.image_size or DEFAULT_IMAGE_SIZE.get(config.name)
+    return None if size is None else (int(size[0]), int(size[1]))
+
+
+def _default_validation_size(n: int) -> int:
+    """10,000 like the papers' MNIST split, or 10% when 10,000 would be a large share (n < 50,000)."""
+    return 10_000 if n >= 50_000 else max(1, n // 10)
+
+
+def _hold_out(images, labels, size: int, where: str):
+    """Last `size` rows become validation; the order of the source is kept (the papers' fixed split)."""
+    n = len(images)
+    if not 0 <= size < n:
+        raise ValueError(f"data.validation_size={size} leaves no training images in {where} ({n} images)")
+    cut = n - size
+    lab = (None, None) if labels is None else (labels[:cut], labels[cut:])
+    return (images[:cut], lab[0]), (images[cut:], lab[1])
+
+
+def _to_uint8(x: np.ndarray, where: str) -> np.ndarray:
+    """Images [N,H,W] or [N,H,W,C] as uint8 0..255; floats in [0, 1] are mapped with round(x * 255)."""
+    x = np.asarray(x)
+    expected = "images [N, H, W] or [N, H, W, C] with C = 1 (greyscale) or 3 (RGB)"
+    if x.ndim == 3:
+        x = x[..., None]
+    if x.ndim != 4 or x.shape[-1] not in (1, 3):
+        hint = " (flattened images must be reshaped to [N, H, W] first)" if x.ndim == 2 else ""
+        raise ImageShapeError(f"{where}: got an array of shape {x.shape}; expected {expected}{hint}")
+    if x.size == 0:
+        return x.astype(np.uint8)
+    lo, hi = x.min(), x.max()
+    if x.dtype == bool:
+        return x.astype(np.uint8) * np.uint8(255)
+    if np.issubdtype(x.dtype, np.integer):
+        if lo < 0 or hi > 255:
+            raise ImageShapeError(f"{where}: integer values range {lo}..{hi}; expected 0..255")
+        return x.astype(np.uint8)
+    if np.issubdtype(x.dtype, np.floating):
+        if not (np.isfinite(lo) and np.isfinite(hi)) or lo < 0 or hi > 1:
+            raise ImageShapeError(f"{where}: float values range {lo}..{hi}; expected [0, 1] (or uint8 0..255)")
+        return np.round(x * 255).astype(np.uint8)
+    raise ImageShapeError(f"{where}: unsupported dtype {x.dtype}; expected uint8 0..255 or floats in [0, 1]")
+
+
+def _to_labels(y, n: int, where: str) -> np.ndarray | None:
+    if y is None:
+        return None
+    y = np.asarray(y).reshape(-1) if np.ndim(y) == 2 and np.shape(y)[1] == 1 else np.asarray(y)
+    if y.ndim != 1 or len(y) != n:
+        raise ValueError(f"{where}: labels of shape {y.shape} do not match {n} images")
+    return y.astype(np.int64)
+
+
+def _resize_tensor(images: tf.Tensor, size: tuple[int, int]) -> tf.Tensor:
+    """Area averaging when shrinking (no aliasing), bilinear when enlarging; re-quantised to uint8.
+
+    Rounding back to 0..255 keeps continuous = (x + 0.5)/256 and greyscale = x/255 exact after a resize.
+    """
+    height, width = images.shape[-3], images.shape[-2]
+    method = "area" if size[0] <= height and size[1] <= width else "bilinear"
+    resized = tf.image.resize(tf.cast(images, tf.float32), size, method=method)
+    return tf.cast(tf.clip_by_value(tf.round(resized), 0.0, 255.0), tf.uint8)
+
+
+def _resize(images: np.ndarray, size: tuple[int, int] | None, chunk: int = 4096) -> np.ndarray:
+    if size is None or tuple(images.shape[1:3]) == size:
+        return images
+    if len(images) == 0:
+        return np.zeros((0, *size, images.shape[-1]), np.uint8)
+    return np.concatenate([_resize_tensor(images[i : i + chunk], size).numpy() for i in range(0, len(images), chunk)])
+
+
+def _check_raw(raw: dict, name: str) -> None:
+    """All splits must be uint8 [N, H, W, C] with C in {1, 3} and the same image shape."""
+    shapes = {}
+    for split, (images, labels) in raw.items():
+        if images.ndim != 4 or images.shape[-1] not in (1, 3) or images.dtype != np.uint8:
+            raise ImageShapeError(
+                f"{name} {split}: got {images.dtype} images of shape {images.shape}; "
+                "expected uint8 [N, H, W, C] with C = 1 or 3"
+            )
+        shapes[split] = images.shape[1:]
+        if labels is not None and len(labels) != len(images):
+            raise ValueError(f"{name} {split}: {len(labels)} labels for {len(images)} images")
+    if len(set(shapes.values())) != 1:
+        raise ImageShapeError(f"{name}: splits have different image shapes {shapes}; set data.image_size to unify them")
+    if len(raw["train"][0]) == 0:
+        raise ValueError(f"{name}: the training split is empty")
+
+
+# --------------------------------------------------------------------------------------------------
+# TFDS
+# --------------------------------------------------------------------------------------------------
+
+
+def _tfds_data_dir(config: DataConfig) -> str:
+    return config.tfds_data_dir or os.environ.get("TFDS_DATA_DIR") or os.path.expanduser("~/tensorflow_datasets")
+
+
+def _unavailable(config: DataConfig, builder, reason: str) -> DatasetUnavailableError:
+    return DatasetUnavailableError(
+        f"dataset '{config.name}' is not available: {reason}\n"
+        f"TFDS looked in data dir {_tfds_data_dir(config)} (for {builder.data_dir}).\n"
+        "Point the config at local data instead, e.g.:\n"
+        "  --set data.name=idx --set data.path=/folder/with/train-images-idx3-ubyte.gz   (MNIST-format IDX files)\n"
+        "  --set data.name=npz --set data.path=/file.npz   (keras.datasets layout: x_train, y_train, x_test, y_test)\n"
+        f"  --set data.tfds_data_dir=/dir   (a prepared TFDS copy: /dir/{config.name}/<version>/)\n"
+        f"  --set data.path=/folder   (TFDS manual dir with the original source files of '{config.name}')\n"
+        "  --set data.download=true   (needs internet)\n"
+        "Offline alternatives: data.name=mnist10k (MNIST test file in ../shared/datasets) or data.name=digits."
+    )
+
+
+def _probe_download_hosts(builder) -> str | None:
+    """Return why the download hosts are unreachable, or None when reachable.
+
+    TFDS retries each URL with backoff for minutes when offline, so one short request per host decides first.
+    """
+    import requests
+
+    hosts = {}
+    for url in (builder.url_infos or {}):
+        hosts.setdefault(url.split("/")[2], url)
+    for host, url in hosts.items():
+        try:
+            requests.head(url, timeout=PROBE_TIMEOUT_S, allow_redirects=False)
+        except requests.RequestException as error:
+            return f"download host {host} is unreachable ({type(error).__name__})"
+    return None
+
+
+def _prepared_builder(config: DataConfig):
+    """A TFDS builder whose data is prepared: as found, from a manual dir (config.path), or downloaded."""
+    import tensorflow_datasets as tfds
+
+    builder = tfds.builder(config.name, data_dir=config.tfds_data_dir)
+    if builder.is_prepared():
+        return builder
+    if config.path:
+        manual = Path(config.path).expanduser()
+        expected = sorted(info.filename for info in (builder.url_infos or {}).values() if info.filename)
+        if not manual.is_dir():
+            raise _unavailable(config, builder, f"data.path={manual} is not a folder (expected a TFDS manual dir with {expected})")
+        missing = [name for name in expected if not (manual / name).exists()]
+        if missing:
+            raise _unavailable(config, builder, f"the manual dir {manual} lacks {missing}")
+        try:
+            builder.download_and_prepare(
+                download_config=tfds.download.DownloadConfig(manual_dir=str(manual), try_download_gcs=False)
+            )
+        except Exception as error:  # TFDS raises many types (checksums, missing modules, I/O)
+            raise _unavailable(config, builder, f"preparing from manual dir {manual} failed: {error}") from error
+        return builder
+    if not config.download:
+        raise _unavailable(config, builder, "it is not prepared and downloading is off (data.download=false)")
+    reason = _probe_download_hosts(builder)
+    if reason:
+        raise _unavailable(config, builder, f"data.download=true but {reason}")
+    try:
+        builder.download_and_prepare()
+    except Exception as error:
+        raise _unavailable(config, builder, f"download_and_prepare failed: {error}") from error
+    return builder
+
+
+def _load_tfds(config: DataConfig) -> dict:
+    """TFDS splits as uint8 arrays; omniglot and celeb_a are converted and resized inside tf.data to bound memory.
+
+    The order is TFDS's stored (hash-shuffled, deterministic) record order, not the original file order;
+    for the papers' exact MNIST file-order split read the original files with data.name=idx.
+    """
+    import tensorflow_datasets as tfds
+
+    builder = _prepared_builder(config)
+    has_labels = "label" in builder.info.features
+    size = _image_size(config)
+
+    def convert(example):
+        image = example["image"]
+        if config.name == "omniglot":  # black strokes on white RGB -> strokes 1 on 0, like Burda's chardata
+            image = 255 - tf.image.rgb_to_grayscale(image)
+        if config.name == "celeb_a":
+            height, width = image.shape[0], image.shape[1]
+            image = tf.image.crop_to_bounding_box(
+                image, (height - CELEB_A_CROP) // 2, (width - CELEB_A_CROP) // 2, CELEB_A_CROP, CELEB_A_CROP
+            )
+        if size is not None and tuple(image.shape[:2]) != size:
+            image = _resize_tensor(image, size)
+        label = tf.cast(example["label"], tf.int64) if has_labels else tf.constant(-1, tf.int64)
+        return image, label
+
+    def read(split):
+        ds = builder.as_dataset(split=split, shuffle_files=False).map(convert, num_parallel_calls=tf.data.AUTOTUNE)
+        chunks = list(tfds.as_numpy(ds.batch(1024)))
+        if not chunks:
+            raise DatasetUnavailableError(f"TFDS dataset '{config.name}' split '{split}' is empty")
+        images = np.concatenate([c[0] for c in chunks])
+        labels = np.concatenate([c[1] for c in chunks]) if has_labels else None
+        return images, labels
+
+    if config.name == "celeb_a":
+        if config.validation_size is not None:
+            raise ValueError("data.validation_size: celeb_a uses its official validation split; leave it unset")
+        return {split: read(split) for split in ("train", "validation", "test")}
+    images, labels = read("train")
+    size_v = config.validation_size if config.validation_size is not None else TFDS_VALIDATION_SIZE[config.name]
+    train, validation = _hold_out(images, labels, size_v, f"TFDS {config.name} train")
+    return {"train": train, "validation": validation, "test": read("test")}
+
+
+# --------------------------------------------------------------------------------------------------
+# IDX files (original MNIST layout) and MNIST-10k
+# --------------------------------------------------------------------------------------------------
+
+
+def read_idx(path: str | Path, magic: int) -> np.ndarray:
+    """Parse one IDX file (gzipped or not): big-endian magic and dims, then uint8 data."""
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+    except (OSError, EOFError) as error:
+        raise ValueError(f"{path}: cannot read the file ({error}); is it a complete IDX file?") from error
+    found = int.from_bytes(data[:4], "big") if len(data) >= 4 else None
+    if found != magic:
+        kind = "images" if magic == IDX_IMAGES_MAGIC else "labels"
+        raise ValueError(f"{path}: magic number {found}, expected {magic} (IDX {kind}); not an MNIST-format IDX file")
+    ndim = data[3]
+    header = 4 + 4 * ndim
+    if len(data) < header:
+        raise ValueError(f"{path}: truncated IDX header ({len(data)} bytes)")
+    dims = tuple(int(d) for d in np.frombuffer(data, ">u4", count=ndim, offset=4))
+    expected = int(np.prod(dims))
+    if len(data) - header != expected:
+        raise ValueError(
+            f"{path}: header says shape {dims} ({expected} bytes of data) but the file holds {len(data) - header}; "
+            "the file is truncated or corrupt"
+        )
+    return np.frombuffer(data, np.uint8, offset=header).reshape(dims)
+
+
+def _find_idx(folder: Path, stem: str) -> Path | None:
+    for candidate in (folder / stem, folder / f"{stem}.gz"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _read_idx_pair(folder: Path, prefix: str):
+    """(images uint8 [N,28,28,1], labels int64) for prefix 'train' or 't10k', or None without an image file."""
+    images_path = _find_idx(folder, f"{prefix}-images-idx3-ubyte")
+    if images_path is None:
+        return None
+    labels_path = _find_idx(folder, f"{prefix}-labels-idx1-ubyte")
+    if labels_path is None:
+        raise DatasetUnavailableError(f"{folder}: found {images_path.name} but no {prefix}-labels-idx1-ubyte[.gz]")
+    images = read_idx(images_path, IDX_IMAGES_MAGIC)[..., None]
+    labels = _to_labels(read_idx(labels_path, IDX_LABELS_MAGIC), len(images), str(labels_path))
+    return images, labels
+
+
+def _fixed_split_of_test_file(images, labels, validation_size: int | None) -> dict:
+    """MNIST-10k in file order: first 70% train, next 10% validation, last 20% test (7000/1000/2000 of 10k)."""
+    n = len(images)
+    test_start = n - n // 5
+    val = validation_size if validation_size is not None else n // 10
+    (x_tr, y_tr), (x_va, y_va) = _hold_out(images[:test_start], labels[:test_start], val, "the t10k file")
+    return {"train": (x_tr, y_tr), "validation": (x_va, y_va), "test": (images[test_start:], labels[test_start:])}
+
+
+def _missing_idx(folder: Path, what: str) -> DatasetUnavailableError:
+    names = ", ".join(f"{name}[.gz]" for name in IDX_FILES)
+    return DatasetUnavailableError(f"{what} {folder}: expected MNIST-format IDX files {names} (t10k-* alone is enough)")
+
+
+def _load_idx(config: DataConfig) -> dict:
+    """train-* and t10k-* files: last validation_size (default 10,000) of train held out; t10k only: MNIST-10k split."""
+    if not config.path:
+        raise _missing_idx(Path("<unset>"), "data.name=idx needs data.path, a folder;")
+    folder = Path(config.path).expanduser()
+    if not folder.is_dir():
+        raise _missing_idx(folder, "no such IDX folder")
+    test = _read_idx_pair(folder, "t10k")
+    if test is None:
+        raise _missing_idx(folder, "no t10k-images-idx3-ubyte[.gz] in")
+    train = _read_idx_pair(folder, "train")
+    if train is None:
+        return _fixed_split_of_test_file(*test, config.validation_size)
+    images, labels = train
+    size = config.validation_size if config.validation_size is not None else _default_validation_size(len(images))
+    train_part, validation = _hold_out(images, labels, size, f"{folder} train files")
+    return {"train": train_part, "validation": validation, "test": test}
+
+
+def _mnist10k_folder(config: DataConfig) -> Path:
+    if config.path:
+        candidates = [Path(config.path).expanduser()]
+    else:
+        project_root = Path(__file__).resolve().parents[1]
+        candidates = [(project_root / MNIST10K_DEFAULT_PATH).resolve(), (Path.cwd() / MNIST10K_DEFAULT_PATH).resolve()]
+    for folder in candidates:
+        if _find_idx(folder, "t10k-images-idx3-ubyte") is not None:
+            return folder
+    tried = ", ".join(str(c) for c in candidates)
+    raise DatasetUnavailableError(
+        f"mnist10k: no t10k-images-idx3-ubyte[.gz] / t10k-labels-idx1-ubyte[.gz] in {tried}; "
+        "set data.path to the folder with the MNIST test files"
+    )
+
+
+def _load_mnist10k(config: DataConfig) -> dict:
+    """The MNIST test file alone with the fixed split 0-6999 / 7000-7999 / 8000-9999 (file order)."""
+    folder = _mnist10k_folder(config)
+    return _fixed_split_of_test_file(*_read_idx_pair(folder, "t10k"), config.validation_size)
+
+
+# --------------------------------------------------------------------------------------------------
+# .npz (keras.datasets layout) and scikit-learn digits
+# --------------------------------------------------------------------------------------------------
+
+
+def _load_npz(config: DataConfig) -> dict:
+    """x_train/x_test (+ optional y_*, x_val/y_val); without x_val the end of train is held out."""
+    if not config.path:
+        raise DatasetUnavailableError("data.name=npz needs data.path, an .npz file with x_train and x_test")
+    path = Path(config.path).expanduser()
+    if not path.is_file():
+        raise DatasetUnavailableError(f"npz file {path} does not exist (expected arrays x_train, x_test, optional y_*, x_val)")
+    with np.load(path, allow_pickle=False) as f:
+        arrays = {key: f[key] for key in f.files}
+    missing = [key for key in ("x_train", "x_test") if key not in arrays]
+    if missing:
+        raise ValueError(f"{path}: missing arrays {missing}; found {sorted(arrays)} (keras.datasets layout expected)")
+
+    def pair(x_key, y_key):
+        images = _to_uint8(arrays[x_key], f"{path} {x_key}")
+        return images, _to_labels(arrays.get(y_key), len(images), f"{path} {y_key}")
+
+    train, test = pair("x_train", "y_train"), pair("x_test", "y_test")
+    if "x_val" in arrays:
+        if config.validation_size is not None:
+            raise ValueError(f"data.validation_size: {path} has its own x_val; leave validation_size unset")
+        return {"train": train, "validation": pair("x_val", "y_val"), "test": test}
+    size = config.validation_size if config.validation_size is not None else _default_validation_size(len(train[0]))
+    train, validation = _hold_out(*train, size, f"{path} x_train")
+    return {"train": train, "validation": validation, "test": test}
+
+
+def _load_digits(config: DataConfig) -> dict:
+    """scikit-learn's bundled 8x8 digits (1,797 real images, 0..16 mapped to round(x*255/16)).
+
+    Shuffled once with RandomState(0) (the file is ordered in writer blocks), then 1,297 / 250 / 250.
+    """
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = np.round(digits.images * 255 / 16).astype(np.uint8)[..., None]
+    order = np.random.RandomState(0).permutation(len(images))
+    images, labels = images[order], digits.target[order].astype(np.int64)
+    test_start = len(images) - DIGITS_TEST_SIZE
+    size = config.validation_size if config.validation_size is not None else DIGITS_VALIDATION_SIZE
+    train, validation = _hold_out(images[:test_start], labels[:test_start], size, "digits")
+    return {"train": train, "validation": validation, "test": (images[test_start:], labels[test_start:])}

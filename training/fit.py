@@ -1,0 +1,115 @@
+"""Train a zoo model from a YAML config, then evaluate it.
+
+    python -m training.fit zoo/quickstart.yaml [--set train.epochs=3 --set model.prior.components=50]
+    python -m training.fit --resume runs/quickstart-20261120-101500 [--set train.epochs=400]
+
+A run directory holds config.yaml, history.csv, tensorboard/, checkpoint/ (resumable: weights, optimizer
+state, RNG state, epoch and early-stopping counters), best.weights.h5, model.weights.h5 (the best
+validation weights, restored at the end), metrics.json and PNG grids of samples and reconstructions.
+The backend is chosen with KERAS_BACKEND=tensorflow|jax|torch.
+"""
+
+import argparse
+import datetime
+import sys
+from pathlib import Path
+
+import keras
+
+from training import callbacks as cb, checkpoints, config as config_lib, data as data_lib, evaluate
+from training.optimizers import build_optimizer
+from zoo.builder import build_model
+
+
+def make_run_dir(config, requested=None):
+    if requested is not None:
+        run_dir = Path(requested)
+    else:
+        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+        run_dir = Path(config.runs_dir) / f"{config.name}-{keras.backend.backend()}-{stamp}"
+    if (run_dir / "checkpoint").exists():
+        raise FileExistsError(f"{run_dir} already holds a run; resume it with --resume {run_dir} or choose another --run-dir")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir
+
+
+def _verbosity(setting):
+    if setting == "auto":
+        return 1 if sys.stdout.isatty() else 2
+    return int(setting)
+
+
+def train(config, run_dir, resume=False, run_evaluation=True):
+    """Train (or resume) the run in `run_dir` and return (model, metrics or None)."""
+    keras.utils.set_random_seed(config.seed)
+    splits = data_lib.load_splits(config.data)
+    model = build_model(config.model, splits.image_shape, seed=config.seed)
+    model.prior.initialize_from_data(splits.train, seed=config.seed)
+    model.compile(optimizer=build_optimizer(config.train))
+    print(f"{config.name}: {config.model.architecture} / {config.model.prior.name} prior / {config.model.likelihood} "
+          f"on {splits.name} {splits.image_shape}, {len(splits.train)} train images, "
+          f"{model.count_params():,} parameters, backend {keras.backend.backend()}, run dir {run_dir}")
+
+    early_stopping = cb.PaperEarlyStopping(config.train.early_stopping_patience, config.train.warmup_epochs)
+    initial_epoch = 0
+    if resume:
+        state = checkpoints.restore(model, run_dir / "checkpoint")
+        initial_epoch = state["epoch"]
+        early_stopping.set_state(state["early_stopping"])
+        print(f"resumed at epoch {initial_epoch} (best val_loss {early_stopping.best:.4f} at epoch "
+              f"{early_stopping.best_epoch}, {early_stopping.counter} epochs without improvement)")
+
+    callbacks = [
+        cb.KLWarmup(config.train.warmup_epochs),
+        cb.NonFiniteGuard(),
+        early_stopping,
+        cb.RunCheckpoint(run_dir, early_stopping),
+        keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=resume),
+        keras.callbacks.TensorBoard(str(run_dir / "tensorboard"), write_graph=False, profile_batch=0),
+    ]
+    epochs = config.train.epochs
+    if initial_epoch < epochs and not (resume and early_stopping.patience and early_stopping.counter > early_stopping.patience):
+        model.fit(
+            data_lib.train_dataset(splits, config.train.batch_size, config.seed, initial_epoch, epochs),
+            steps_per_epoch=data_lib.steps_per_epoch(splits, config.train.batch_size),
+            epochs=epochs,
+            initial_epoch=initial_epoch,
+            validation_data=data_lib.eval_dataset(splits.validation, config.train.eval_batch_size),
+            callbacks=callbacks,
+            verbose=_verbosity(config.train.verbose),
+        )
+    if (run_dir / "best.weights.h5").exists():
+        model.load_weights(run_dir / "best.weights.h5")
+        print(f"restored the best weights (epoch {early_stopping.best_epoch}, val_loss {early_stopping.best:.4f})")
+    checkpoints.save_weights(model, run_dir / "model.weights.h5")
+    metrics = evaluate.run(run_dir, model, splits, config) if run_evaluation else None
+    return model, metrics
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("config", nargs="?", help="YAML config file (e.g. zoo/quickstart.yaml)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value, e.g. --set train.epochs=3 (repeatable)")
+    parser.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run exactly where it stopped")
+    parser.add_argument("--run-dir", help="write the run here instead of RUNS_DIR/NAME-BACKEND-TIMESTAMP")
+    parser.add_argument("--no-evaluate", action="store_true", help="skip the final test-set evaluation")
+    args = parser.parse_args(argv)
+
+    if args.resume:
+        run_dir = Path(args.resume)
+        config = config_lib.load(run_dir / "config.yaml", args.set)
+    elif args.config:
+        config = config_lib.load(args.config, args.set)
+        run_dir = make_run_dir(config, args.run_dir)
+    else:
+        parser.error("give a config file, or --resume RUN_DIR")
+    config_lib.save(config, run_dir / "config.yaml")
+    _, metrics = train(config, run_dir, resume=bool(args.resume), run_evaluation=not args.no_evaluate)
+    if metrics:
+        print("test metrics: " + ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
+                                            for k, v in metrics.items()))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,117 @@
+"""Two-level hierarchical VAE (VampPrior paper, Eq. 10-15), with MLP (HVAE) or conv (ConvHVAE) networks.
+
+Generative model p(x | z1, z2) p(z1 | z2) p(z2); inference q(z1 | x, z2) q(z2 | x). The prior layer is
+the prior on the top latent z2.
+"""
+
+import keras
+from keras import ops
+
+from layers.distributions import log_normal_diag
+from layers.gated import GatedDense
+from layers.gaussian_head import GaussianHead
+from zoo.base import LatentVariableModel
+from zoo.networks import conv_decoder_trunk, conv_encoder_q_z1, conv_encoder_q_z2, conv_feature_size, gated_mlp
+
+
+@keras.saving.register_keras_serializable(package="vae_zoo")
+class HVAE(LatentVariableModel):
+    """Two stochastic layers with gated MLP networks; `ConvHVAE` swaps in the gated conv networks.
+
+    Args:
+        image_shape, latent_dim, likelihood, prior, seed: see `LatentVariableModel` (latent_dim is the
+            size of both z1 and z2).
+        hidden_units: width of the gated dense layers.
+    """
+
+    def __init__(self, image_shape, latent_dim, likelihood, prior, hidden_units=300, seed=0, **kwargs):
+        super().__init__(image_shape, latent_dim, likelihood, prior, seed=seed, **kwargs)
+        h = hidden_units
+        self.build_x_networks(h)
+        self.q_z2_head = GaussianHead(latent_dim, name="q_z2_head")
+        self.q_z1_joint = GatedDense(h, name="q_z1_joint")
+        self.q_z1_head = GaussianHead(latent_dim, name="q_z1_head")
+        self.p_z1_net = keras.Sequential([GatedDense(h), GatedDense(h)], name="p_z1_net")
+        self.p_z1_head = GaussianHead(latent_dim, name="p_z1_head")
+        self.p_x_z1 = GatedDense(h, name="p_x_z1")
+        self.p_x_z2 = GatedDense(h, name="p_x_z2")
+        self.finish_build()
+
+    def build_x_networks(self, h):
+        """The networks that read or produce images: gated MLPs here, gated convs in ConvHVAE."""
+        self.q_z2_net = gated_mlp(h, 2, name="q_z2_net")
+        self.q_z1_x_net = gated_mlp(h, 1, name="q_z1_x_net")
+        self.q_z1_z2_net = GatedDense(h, name="q_z1_z2_net")
+        self.p_x_net = GatedDense(h, name="p_x_net")
+
+    # --- conditionals -------------------------------------------------------------------------------
+    def encode(self, x):
+        return self.q_z2_head(self.q_z2_net(x))
+
+    def q_z1(self, x_features, z2):
+        return self.q_z1_head(self.q_z1_joint(ops.concatenate([x_features, self.q_z1_z2_net(z2)], axis=-1)))
+
+    def p_z1(self, z2):
+        return self.p_z1_head(self.p_z1_net(z2))
+
+    def decoder_params(self, z1, z2):
+        return self.likelihood(self.p_x_net(ops.concatenate([self.p_x_z1(z1), self.p_x_z2(z2)], axis=-1)))
+
+    # --- objectives ----------------------------------------------------------------------------------
+    def elbo_terms(self, x):
+        x = ops.convert_to_tensor(x)
+        mean2, log_var2 = self.encode(x)
+        z2 = self.reparameterize(mean2, log_var2)
+        mean1, log_var1 = self.q_z1(self.q_z1_x_net(x), z2)
+        z1 = self.reparameterize(mean1, log_var1)
+        p_mean1, p_log_var1 = self.p_z1(z2)
+        log_px = self.likelihood.log_prob(x, self.decoder_params(z1, z2))
+        kl = (
+            log_normal_diag(z1, mean1, log_var1)
+            + log_normal_diag(z2, mean2, log_var2)
+            - log_normal_diag(z1, p_mean1, p_log_var1)
+            - self.prior.log_prob(z2)
+        )
+        return {"log_px": log_px, "kl": kl}
+
+    def log_importance_weights(self, x, num_samples):
+        x = ops.convert_to_tensor(x)
+        # Everything that depends on x alone (q(z2|x), the x-branch of q(z1|x,z2)) runs once per image.
+        s, d = num_samples, self.latent_dim
+        mean2, log_var2 = self.encode(x)
+        batch = ops.shape(x)[0]
+        z2 = mean2[:, None] + ops.exp(0.5 * log_var2)[:, None] * keras.random.normal((batch, s, d), seed=self.seed_generator)
+        z2_flat = ops.reshape(z2, (-1, d))
+        x_features = ops.repeat(self.q_z1_x_net(x), s, axis=0)
+        mean1, log_var1 = self.q_z1(x_features, z2_flat)
+        z1 = self.reparameterize(mean1, log_var1)
+        p_mean1, p_log_var1 = self.p_z1(z2_flat)
+        params = [ops.reshape(p, (-1, s, *self.image_shape)) for p in self.decoder_params(z1, z2_flat)]
+        log_px = self.likelihood.log_prob(x[:, None], params)
+        log_z1 = log_normal_diag(z1, p_mean1, p_log_var1) - log_normal_diag(z1, mean1, log_var1)
+        log_z2 = self.prior.log_prob(z2_flat) - ops.reshape(log_normal_diag(z2, mean2[:, None], log_var2[:, None]), (-1,))
+        return log_px + ops.reshape(log_z1 + log_z2, (-1, s))
+
+    # --- generation ----------------------------------------------------------------------------------
+    def decode(self, z, seed=None):
+        """Decode top latents z2: z1 ~ p(z1 | z2) (sampled, as the reference does), x = E[x | z1, z2]."""
+        p_mean1, p_log_var1 = self.p_z1(z)
+        z1 = self.reparameterize(p_mean1, p_log_var1, seed=seed)
+        return self.likelihood.mean(self.decoder_params(z1, z))
+
+    def reconstruct(self, x):
+        x = ops.convert_to_tensor(x)
+        mean2, _ = self.encode(x)
+        mean1, _ = self.q_z1(self.q_z1_x_net(x), mean2)
+        return self.likelihood.mean(self.decoder_params(mean1, mean2))
+
+
+@keras.saving.register_keras_serializable(package="vae_zoo")
+class ConvHVAE(HVAE):
+    """HVAE with the reference gated conv encoders and a gated conv decoder at full resolution."""
+
+    def build_x_networks(self, h):
+        self.q_z2_net = conv_encoder_q_z2()
+        self.q_z1_x_net = conv_encoder_q_z1()
+        self.q_z1_z2_net = GatedDense(conv_feature_size(self.image_shape), name="q_z1_z2_net")
+        self.p_x_net = conv_decoder_trunk(self.image_shape)

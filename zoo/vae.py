@@ -1,0 +1,55 @@
+"""VAE with one stochastic layer and gated MLP encoder/decoder (VampPrior paper's "VAE")."""
+
+import keras
+from keras import ops
+
+from layers.distributions import log_normal_diag
+from layers.gated import GatedDense
+from layers.gaussian_head import GaussianHead
+from zoo.base import LatentVariableModel
+from zoo.networks import gated_mlp
+
+
+@keras.saving.register_keras_serializable(package="vae_zoo")
+class VAE(LatentVariableModel):
+    """q(z|x): 2 x GatedDense(h) -> (mean, clipped log_var); p(x|z): 2 x GatedDense(h) -> likelihood head."""
+
+    def __init__(self, image_shape, latent_dim, likelihood, prior, hidden_units=300, seed=0, **kwargs):
+        super().__init__(image_shape, latent_dim, likelihood, prior, seed=seed, **kwargs)
+        self.encoder_net = gated_mlp(hidden_units, 2, name="encoder_net")
+        self.encoder_head = GaussianHead(latent_dim, name="encoder_head")
+        self.decoder_net = keras.Sequential([GatedDense(hidden_units), GatedDense(hidden_units)], name="decoder_net")
+        self.finish_build()
+
+    def encode(self, x):
+        return self.encoder_head(self.encoder_net(x))
+
+    def decoder_params(self, z):
+        return self.likelihood(self.decoder_net(z))
+
+    def elbo_terms(self, x):
+        x = ops.convert_to_tensor(x)
+        mean, log_var = self.encode(x)
+        z = self.reparameterize(mean, log_var)
+        log_px = self.likelihood.log_prob(x, self.decoder_params(z))
+        kl = log_normal_diag(z, mean, log_var) - self.prior.log_prob(z)
+        return {"log_px": log_px, "kl": kl}
+
+    def log_importance_weights(self, x, num_samples):
+        x = ops.convert_to_tensor(x)
+        mean, log_var = self.encode(x)  # the encoder runs once per image, not once per sample
+        mean, log_var = mean[:, None, :], log_var[:, None, :]
+        eps_shape = (ops.shape(x)[0], num_samples, self.latent_dim)
+        z = mean + ops.exp(0.5 * log_var) * keras.random.normal(eps_shape, seed=self.seed_generator)
+        z_flat = ops.reshape(z, (-1, self.latent_dim))
+        params = [ops.reshape(p, (-1, num_samples, *self.image_shape)) for p in self.decoder_params(z_flat)]
+        log_px = self.likelihood.log_prob(x[:, None], params)
+        log_pz = ops.reshape(self.prior.log_prob(z_flat), (-1, num_samples))
+        return log_px + log_pz - log_normal_diag(z, mean, log_var)
+
+    def decode(self, z, seed=None):
+        return self.likelihood.mean(self.decoder_params(z))
+
+    def reconstruct(self, x):
+        x = ops.convert_to_tensor(x)
+        return self.decode(self.encode(x)[0])
