@@ -75,15 +75,37 @@ class PaperEarlyStopping(keras.callbacks.Callback):
 
 
 class RunCheckpoint(keras.callbacks.Callback):
-    """After every epoch: the best weights when validation improved, then a resumable checkpoint."""
+    """Every `every` epochs (and at the end): the best weights so far, then a resumable checkpoint.
 
-    def __init__(self, run_dir, early_stopping):
+    Improvements between two writes are kept in memory, so a checkpoint and the best weights on disk
+    always belong together and resuming from the checkpoint is exact.
+    """
+
+    def __init__(self, run_dir, early_stopping, every=1):
         super().__init__()
         self.run_dir = run_dir
         self.early_stopping = early_stopping
+        self.every = every
+        self.best_weights = None
+        self.last_epoch = None
 
     def on_epoch_end(self, epoch, logs=None):
         if self.early_stopping.improved:
+            self.best_weights = self.model.get_weights()
+        self.last_epoch = epoch
+        if (epoch + 1) % self.every == 0:
+            self.write(epoch)
+
+    def on_train_end(self, logs=None):
+        if self.last_epoch is not None and (self.last_epoch + 1) % self.every != 0:
+            self.write(self.last_epoch)
+
+    def write(self, epoch):
+        if self.best_weights is not None:
+            current = self.model.get_weights()
+            self.model.set_weights(self.best_weights)
             checkpoints.save_weights(self.model, self.run_dir / "best.weights.h5")
+            self.model.set_weights(current)
+            self.best_weights = None
         state = {"epoch": epoch + 1, "early_stopping": self.early_stopping.get_state()}
         checkpoints.save(self.model, self.run_dir / "checkpoint", state)

@@ -85,6 +85,8 @@ class TrainConfig:
     early_stopping_patience: int = 50
     """Stop after more than this many non-improving epochs past warm-up; 0 disables early stopping."""
     eval_batch_size: int = 500
+    checkpoint_every: int = 1
+    """Write the resumable checkpoint (and best weights) every N epochs and at the end of training."""
     verbose: str = "auto"
     """Keras progress output: auto | 0 | 1 | 2."""
 
@@ -126,7 +128,7 @@ CHOICES = {
 
 POSITIVE = {
     "model.latent_dim", "model.hidden_units", "model.prior.components", "model.prior.pseudo_inputs_std",
-    "train.epochs", "train.batch_size", "train.learning_rate", "train.eval_batch_size",
+    "train.epochs", "train.batch_size", "train.checkpoint_every", "train.learning_rate", "train.eval_batch_size",
     "evaluate.num_samples", "evaluate.max_batch", "model.gaussian_variance", "evaluate.max_examples",
 }
 NON_NEGATIVE = {"train.warmup_epochs", "train.early_stopping_patience", "data.validation_size"}
@@ -154,6 +156,11 @@ def _check_scalar(value, annotation, path):
             raise ConfigError(f"{path}: expected an integer, got {value!r}")
         return value
     if annotation is float:
+        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{path}: expected a number, got {value!r}")
         return float(value)

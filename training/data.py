@@ -126,14 +126,13 @@ def train_dataset(
     steps = n // batch_size
     if steps == 0:
         raise ValueError(f"batch_size {batch_size} is larger than the training set ({n} images)")
-    images = tf.convert_to_tensor(splits.train)  # captured by reference, not serialised into the graph
     binarize = splits.preprocessing == "dynamic_binarization"
     base_seed = tf.constant(seed, tf.int64)
 
     def make_batch(epoch, step, index):
-        image = tf.gather(images, index)
+        image = _gather(splits.train, index, batch_size)
         if binarize:
-            batch_seed = tf.random.experimental.stateless_fold_in(tf.stack([base_seed, tf.constant(0, tf.int64)]), step)
+            batch_seed = tf.random.experimental.stateless_fold_in(tf.stack([base_seed, epoch]), step)
             image = tf.cast(tf.random.stateless_uniform(tf.shape(image), seed=batch_seed) < image, tf.float32)
         return {"image": image, "index": index}
 
@@ -150,15 +149,25 @@ def train_dataset(
 
 def eval_dataset(images: np.ndarray, batch_size: int) -> tf.data.Dataset:
     """Batches {"image", "index"} of `images` in order, keeping the final partial batch."""
-    tensor = tf.convert_to_tensor(images)
     ds = tf.data.Dataset.range(len(images)).batch(batch_size)
-    ds = ds.map(lambda index: {"image": tf.gather(tensor, index), "index": index}, num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.map(lambda index: {"image": _gather(images, index, None), "index": index}, num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
 # --------------------------------------------------------------------------------------------------
 # Shared helpers: uint8 conversion, splitting, resizing, validation
 # --------------------------------------------------------------------------------------------------
+
+
+def _gather(images: np.ndarray, index: tf.Tensor, batch_size: int | None) -> tf.Tensor:
+    """Rows `index` of a NumPy array inside tf.data.
+
+    A NumPy lookup instead of tf.gather on a captured tensor: tf.data serialises captured tensors into
+    its graph (seconds and several copies of memory for a 2 GB training set), a numpy_function does not.
+    """
+    rows = tf.numpy_function(lambda i: images[i].astype(np.float32, copy=False), [index], tf.float32, stateful=False)
+    rows.set_shape([batch_size, *images.shape[1:]])
+    return rows
 
 
 def _dequantize(x: np.ndarray) -> np.ndarray:

@@ -41,6 +41,9 @@ def _verbosity(setting):
 
 def train(config, run_dir, resume=False, run_evaluation=True):
     """Train (or resume) the run in `run_dir` and return (model, metrics or None)."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config_lib.save(config, run_dir / "config.yaml")
     keras.utils.set_random_seed(config.seed)
     splits = data_lib.load_splits(config.data)
     model = build_model(config.model, splits.image_shape, seed=config.seed)
@@ -63,7 +66,7 @@ def train(config, run_dir, resume=False, run_evaluation=True):
         cb.KLWarmup(config.train.warmup_epochs),
         cb.NonFiniteGuard(),
         early_stopping,
-        cb.RunCheckpoint(run_dir, early_stopping),
+        cb.RunCheckpoint(run_dir, early_stopping, config.train.checkpoint_every),
         keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=resume),
         keras.callbacks.TensorBoard(str(run_dir / "tensorboard"), write_graph=False, profile_batch=0),
     ]
@@ -104,7 +107,6 @@ def main(argv=None):
         run_dir = make_run_dir(config, args.run_dir)
     else:
         parser.error("give a config file, or --resume RUN_DIR")
-    config_lib.save(config, run_dir / "config.yaml")
     _, metrics = train(config, run_dir, resume=bool(args.resume), run_evaluation=not args.no_evaluate)
     if metrics:
         print("test metrics: " + ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
