@@ -308,13 +308,6 @@ def test_mog_sample_within_component_draws_are_that_gaussian_seed_generator():
     assert _conditional_chi2(z, *_mog_params(prior)) < 45.0  # chi^2(16): mean 16, sd 5.7
 
 
-@pytest.mark.xfail(
-    keras.backend.backend() in ("tensorflow", "torch"),
-    strict=True,
-    reason="MixtureOfGaussians.sample passes the same integer seed to keras.random.categorical (component) "
-    "and keras.random.normal (noise), so on TF/torch the noise depends on the chosen component "
-    "(TF: the weight-0.1 component's samples have variance ~1.44x the component's)",
-)
 def test_mog_sample_within_component_draws_are_that_gaussian_int_seed():
     prior, _ = _separated_mog()
     params = _mog_params(prior)
@@ -353,7 +346,8 @@ def test_vampprior_sample_moments_and_uniform_components():
     encoder = CornerEncoder()
     prior = VampPrior(2, (1, 1, 2), 4)
     prior.build((None, 2))
-    prior.pseudo_inputs.assign(np.array([[-0.3, -0.2], [1.4, 0.0], [0.0, 1.7], [1.0, 1.2]], np.float32).reshape(4, 1, 1, 2))
+    corners = np.array([[-0.3, -0.2], [1.4, 0.0], [0.0, 1.7], [1.0, 1.2]], np.float32)
+    prior.pseudo_inputs.assign(corners.reshape(4, 1, 1, 2))
     prior.attach_encoder(encoder)
     means, log_vars, log_weights = _vamp_params(prior, encoder)
     np.testing.assert_allclose(means, [[0, 0], [8, 0], [0, 8], [8, 8]])

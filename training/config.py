@@ -86,6 +86,10 @@ class TrainConfig:
     """Stop after more than this many non-improving epochs past warm-up; 0 disables early stopping."""
     eval_batch_size: int = 500
     checkpoint_every: int = 1
+    jit_compile: str = "auto"
+    """auto (Keras: XLA for TF only on accelerators; JAX always jits) | true | false."""
+    steps_per_execution: int = 1
+    """Train steps run per compiled call; > 1 cuts per-step Python overhead for small models."""
     """Write the resumable checkpoint (and best weights) every N epochs and at the end of training."""
     verbose: str = "auto"
     """Keras progress output: auto | 0 | 1 | 2."""
@@ -123,12 +127,13 @@ CHOICES = {
     "model.prior.name": ["standard_normal", "mog", "vampprior"],
     "model.prior.init": ["random", "training_data"],
     "train.verbose": ["auto", "0", "1", "2"],
+    "train.jit_compile": ["auto", "true", "false"],
     "evaluate.split": ["test", "validation"],
 }
 
 POSITIVE = {
     "model.latent_dim", "model.hidden_units", "model.prior.components", "model.prior.pseudo_inputs_std",
-    "train.epochs", "train.batch_size", "train.checkpoint_every", "train.learning_rate", "train.eval_batch_size",
+    "train.epochs", "train.batch_size", "train.checkpoint_every", "train.steps_per_execution", "train.learning_rate", "train.eval_batch_size",
     "evaluate.num_samples", "evaluate.max_batch", "model.gaussian_variance", "evaluate.max_examples",
 }
 NON_NEGATIVE = {"train.warmup_epochs", "train.early_stopping_patience", "data.validation_size"}
@@ -165,7 +170,9 @@ def _check_scalar(value, annotation, path):
             raise ConfigError(f"{path}: expected a number, got {value!r}")
         return float(value)
     if annotation is str:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if isinstance(value, bool):  # YAML reads an unquoted true/false as a boolean
+            value = str(value).lower()
+        elif isinstance(value, (int, float)):
             value = str(value)
         if not isinstance(value, str):
             raise ConfigError(f"{path}: expected a string, got {value!r}")

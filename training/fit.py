@@ -39,7 +39,7 @@ def _verbosity(setting):
     return int(setting)
 
 
-def train(config, run_dir, resume=False, run_evaluation=True):
+def train(config, run_dir, resume=False, run_evaluation=True, extra_callbacks=()):
     """Train (or resume) the run in `run_dir` and return (model, metrics or None)."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -48,7 +48,9 @@ def train(config, run_dir, resume=False, run_evaluation=True):
     splits = data_lib.load_splits(config.data)
     model = build_model(config.model, splits.image_shape, seed=config.seed)
     model.prior.initialize_from_data(splits.train, seed=config.seed)
-    model.compile(optimizer=build_optimizer(config.train))
+    jit = {"auto": "auto", "true": True, "false": False}[config.train.jit_compile]
+    model.compile(optimizer=build_optimizer(config.train), jit_compile=jit,
+                  steps_per_execution=config.train.steps_per_execution)
     print(f"{config.name}: {config.model.architecture} / {config.model.prior.name} prior / {config.model.likelihood} "
           f"on {splits.name} {splits.image_shape}, {len(splits.train)} train images, "
           f"{model.count_params():,} parameters, backend {keras.backend.backend()}, run dir {run_dir}")
@@ -63,6 +65,7 @@ def train(config, run_dir, resume=False, run_evaluation=True):
               f"{early_stopping.best_epoch}, {early_stopping.counter} epochs without improvement)")
 
     callbacks = [
+        *extra_callbacks,
         cb.KLWarmup(config.train.warmup_epochs),
         cb.NonFiniteGuard(),
         early_stopping,

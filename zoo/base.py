@@ -7,6 +7,7 @@ Architectures subclass it and implement `encode`, `elbo_terms`, `log_importance_
 import keras
 from keras import ops
 
+from layers.priors.mixture import split_seed
 from training.steps import SteppedModel
 
 
@@ -70,8 +71,8 @@ class LatentVariableModel(SteppedModel):
 
     def sample(self, num_samples, seed=None):
         """Images from the generative model: z ~ p(z), x = E[x | z]."""
-        seed = self.seed_generator if seed is None else seed
-        return self.decode(self.prior.sample(num_samples, seed=seed), seed=seed)
+        prior_seed, decode_seed = split_seed(self.seed_generator if seed is None else seed, 2)
+        return self.decode(self.prior.sample(num_samples, seed=prior_seed), seed=decode_seed)
 
     def objective(self, data, training):
         x = data["image"]

@@ -6,7 +6,7 @@ from keras import ops
 
 from layers.distributions import log_mixture_normal_diag
 from layers.priors.base import Prior
-from layers.priors.mixture import sample_component_indices, sample_diag_normal
+from layers.priors.mixture import sample_component_indices, sample_diag_normal, split_seed
 
 
 @keras.saving.register_keras_serializable(package="vae_zoo")
@@ -38,8 +38,9 @@ class MixtureOfGaussians(Prior):
         return log_mixture_normal_diag(z, self.means, self.log_vars, self.log_weights())
 
     def sample(self, num_samples, seed=None):
-        index = sample_component_indices(self.log_weights(), num_samples, seed)
-        return sample_diag_normal(ops.take(self.means, index, axis=0), ops.take(self.log_vars, index, axis=0), seed)
+        index_seed, noise_seed = split_seed(seed, 2)
+        index = sample_component_indices(self.log_weights(), num_samples, index_seed)
+        return sample_diag_normal(ops.take(self.means, index, axis=0), ops.take(self.log_vars, index, axis=0), noise_seed)
 
     def component_sample(self, index, num_samples, seed=None):
         means = ops.repeat(self.means[index][None, :], num_samples, axis=0)

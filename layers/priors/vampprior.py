@@ -8,7 +8,7 @@ from keras import ops
 
 from layers.distributions import log_mixture_normal_diag
 from layers.priors.base import Prior
-from layers.priors.mixture import sample_diag_normal
+from layers.priors.mixture import sample_diag_normal, split_seed
 
 
 @keras.saving.register_keras_serializable(package="vae_zoo")
@@ -68,9 +68,10 @@ class VampPrior(Prior):
         return log_mixture_normal_diag(z, means, log_vars, log_weights)
 
     def sample(self, num_samples, seed=None):
-        index = keras.random.randint((num_samples,), 0, self.components, seed=seed)
+        index_seed, noise_seed = split_seed(seed, 2)
+        index = keras.random.randint((num_samples,), 0, self.components, seed=index_seed)
         means, log_vars = self._components(ops.take(self.pseudo_inputs, index, axis=0))
-        return sample_diag_normal(means, log_vars, seed)
+        return sample_diag_normal(means, log_vars, noise_seed)
 
     def component_sample(self, index, num_samples, seed=None):
         means, log_vars = self._components(self.pseudo_inputs[index][None])
