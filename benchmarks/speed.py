@@ -136,8 +136,11 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated keys of " + ", ".join(CONFIGS))
     parser.add_argument("--epochs", type=int, default=6)
-    parser.add_argument("--iwae-images", type=int, default=2000, help="test images for the IWAE timing (0: skip)")
-    parser.add_argument("--iwae-images-conv", type=int, default=20, help="the same for ConvHVAE (hours at 2000)")
+    parser.add_argument("--iwae-images", type=int, default=2000,
+                        help="test images for the IWAE timing of vae/standard (0: skip)")
+    parser.add_argument("--iwae-images-other", type=int, default=200, help="the same for the other MLP configs")
+    parser.add_argument("--iwae-images-conv", type=int, default=10, help="the same for ConvHVAE (hours at 2000)")
+    parser.add_argument("--epochs-conv", type=int, default=3, help="epochs for ConvHVAE (about a minute each here)")
     parser.add_argument("--iwae-samples", type=int, default=5000)
     parser.add_argument("--set", action="append", default=[], help="config override for every run")
     parser.add_argument("--out", type=Path, required=True)
@@ -149,9 +152,11 @@ def main():
               "matmul_gflops_per_s": [], "results": {}}
     report["matmul_gflops_per_s"].append(matmul_flops() / 1e9)
     for key in args.configs.split(","):
-        images = args.iwae_images_conv if key.startswith("conv") else args.iwae_images
+        conv = key.startswith("conv")
+        images = args.iwae_images_conv if conv else args.iwae_images if key == "vae/standard" else args.iwae_images_other
         print(f"[{backend}] {key} ...", flush=True)
-        report["results"][key] = bench_config(key, args.epochs, images, args.iwae_samples, args.set)
+        epochs = args.epochs_conv if conv else args.epochs
+        report["results"][key] = bench_config(key, epochs, images, args.iwae_samples, args.set)
         report["matmul_gflops_per_s"].append(matmul_flops() / 1e9)  # re-measured between runs: load drifts
         print(json.dumps(report["results"][key]), flush=True)
     peak = statistics.median(report["matmul_gflops_per_s"]) * 1e9
