@@ -121,8 +121,11 @@ def bench_config(key, epochs, iwae_images, iwae_samples, overrides):
         max_batch = config.evaluate.max_batch
         per_call_images = max(1, max_batch // iwae_samples)
         chunk = min(iwae_samples, max_batch)
-        calls = math.ceil(len(images) / per_call_images) * math.ceil(iwae_samples / chunk)
-        macs = calls * forward_macs(model.log_importance_weights, images[:per_call_images], chunk)
+        chunk_sizes = [min(chunk, iwae_samples - done) for done in range(0, iwae_samples, chunk)]
+        macs_per_image_block = sum(chunk_sizes.count(c) * forward_macs(model.log_importance_weights,
+                                                                        images[:per_call_images], c)
+                                   for c in set(chunk_sizes))
+        macs = macs_per_image_block * len(images) / per_call_images
         evaluate.log_likelihood(model, images[:per_call_images], chunk, max_batch, verbose=False)  # compile
         start = time.perf_counter()
         ll = evaluate.log_likelihood(model, images, iwae_samples, max_batch, verbose=False)

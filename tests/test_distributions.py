@@ -17,22 +17,9 @@ from layers.distributions import (
     log_normal_diag,
     log_standard_normal,
 )
+from tests.helpers import _f32, _np, _t
 
 tfd = tfp.distributions
-
-
-def _t(a):
-    """float32 backend tensor from a NumPy array."""
-    return ops.convert_to_tensor(np.asarray(a, dtype=np.float32))
-
-
-def _np(x):
-    return np.asarray(ops.convert_to_numpy(x), dtype=np.float64)
-
-
-def _f32(a):
-    """The float64 copy of exactly the float32 values the code under test sees."""
-    return np.asarray(a, dtype=np.float32).astype(np.float64)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from layers.dense import HeDense
 from layers.gated import GatedConv2D, GatedDense
 from layers.gaussian_head import GaussianHead
 from layers.likelihoods import LIKELIHOODS, MEAN_CLAMP, DiscretizedLogistic, Gaussian, SquaredError, build_likelihood
+from tests.helpers import _np, _t
 
 tfd = tfp.distributions
 
@@ -25,14 +26,6 @@ tfd = tfp.distributions
 @pytest.fixture(autouse=True)
 def _seed():
     keras.utils.set_random_seed(4321)
-
-
-def _t(a):
-    return ops.convert_to_tensor(np.asarray(a, dtype=np.float32))
-
-
-def _np(x):
-    return np.asarray(ops.convert_to_numpy(x), dtype=np.float64)
 
 
 def _sigmoid(a):

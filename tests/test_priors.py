@@ -13,6 +13,7 @@ from keras import ops
 
 from layers.priors import MixtureOfGaussians, StandardNormal, VampPrior, build_prior
 from training.config import PriorConfig
+from tests.helpers import _f32, _np, _t
 
 tfd = tfp.distributions
 
@@ -22,18 +23,6 @@ N_SAMPLES = 20_000
 @pytest.fixture(autouse=True)
 def _seed():
     keras.utils.set_random_seed(1234)
-
-
-def _t(a):
-    return ops.convert_to_tensor(np.asarray(a, dtype=np.float32))
-
-
-def _np(x):
-    return np.asarray(ops.convert_to_numpy(x), dtype=np.float64)
-
-
-def _f32(a):
-    return np.asarray(a, dtype=np.float32).astype(np.float64)
 
 
 # --------------------------------------------------------------------------------------------------

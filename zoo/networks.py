@@ -10,34 +10,24 @@ def gated_mlp(units, depth, name):
     return keras.Sequential([keras.layers.Flatten()] + [GatedDense(units) for _ in range(depth)], name=name)
 
 
+# (filters, kernel, stride, padding) per GatedConv2D; both end in 6 channels at a quarter of the resolution
+Q_Z2_CONVS = [(32, 7, 1, 3), (32, 3, 2, 1), (64, 5, 1, 2), (64, 3, 2, 1), (6, 3, 1, 1)]
+Q_Z1_CONVS = [(32, 3, 1, 1), (32, 3, 2, 1), (64, 3, 1, 1), (64, 3, 2, 1), (6, 3, 1, 1)]
+
+
+def gated_conv_encoder(table, name):
+    """Gated convolutions from a (filters, kernel, stride, padding) table, then flatten."""
+    return keras.Sequential([GatedConv2D(*row) for row in table] + [keras.layers.Flatten()], name=name)
+
+
 def conv_encoder_q_z2(name="q_z2_net"):
     """ConvHVAE q(z2 | x) trunk: 28x28 -> 6 x 7 x 7 features, flattened (294 for MNIST)."""
-    return keras.Sequential(
-        [
-            GatedConv2D(32, 7, 1, 3),
-            GatedConv2D(32, 3, 2, 1),
-            GatedConv2D(64, 5, 1, 2),
-            GatedConv2D(64, 3, 2, 1),
-            GatedConv2D(6, 3, 1, 1),
-            keras.layers.Flatten(),
-        ],
-        name=name,
-    )
+    return gated_conv_encoder(Q_Z2_CONVS, name)
 
 
 def conv_encoder_q_z1(name="q_z1_x_net"):
     """ConvHVAE x-branch of q(z1 | x, z2): all 3x3 kernels, same output size as `conv_encoder_q_z2`."""
-    return keras.Sequential(
-        [
-            GatedConv2D(32, 3, 1, 1),
-            GatedConv2D(32, 3, 2, 1),
-            GatedConv2D(64, 3, 1, 1),
-            GatedConv2D(64, 3, 2, 1),
-            GatedConv2D(6, 3, 1, 1),
-            keras.layers.Flatten(),
-        ],
-        name=name,
-    )
+    return gated_conv_encoder(Q_Z1_CONVS, name)
 
 
 def conv_feature_size(image_shape):
