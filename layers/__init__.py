@@ -1,0 +1,1 @@
+"""Layers: gated blocks, likelihood heads, log-densities and prior layers."""
