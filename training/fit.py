@@ -82,6 +82,7 @@ def train(config, run_dir, resume=False, run_evaluation=True, extra_callbacks=()
             initial_epoch=initial_epoch,
             validation_data=data_lib.eval_dataset(splits.validation, config.train.eval_batch_size),
             callbacks=callbacks,
+            shuffle=False,  # the training stream shuffles itself, deterministically per (seed, epoch)
             verbose=_verbosity(config.train.verbose),
         )
     if (run_dir / "best.weights.h5").exists():
