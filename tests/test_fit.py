@@ -110,3 +110,22 @@ def test_cli_trains_evaluates_and_refuses_to_overwrite(tmp_path, capsys):
     evaluate.main([str(run_dir), "--num-samples", "30", "--max-examples", "40"])
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert (metrics["num_samples"], metrics["num_examples"]) == (30, 40)
+
+
+@pytest.mark.parametrize("likelihood", ["discretized_logistic", "squared_error", "gaussian"])
+def test_continuous_data_reports_bits_per_dim_and_normalised_numbers(tmp_path, likelihood):
+    config = digits_config(epochs=1)
+    config.data.preprocessing = "continuous"
+    config.model.likelihood = likelihood
+    _, metrics = fit.train(config, tmp_path)
+    dims = 8 * 8
+    if likelihood == "squared_error":  # Gaussian with variance 1/2 without its constant: + (D/2) log pi
+        assert math.isclose(metrics["nll_gaussian_normalized"], metrics["nll"] + dims / 2 * math.log(math.pi), rel_tol=1e-9)
+        nll = metrics["nll_gaussian_normalized"]
+    else:
+        assert "nll_gaussian_normalized" not in metrics
+        nll = metrics["nll"]
+    # a discrete likelihood already scores 8-bit bins; a density on [0, 1] needs + D log 256
+    discrete_nll = nll if likelihood == "discretized_logistic" else nll + dims * math.log(256)
+    assert math.isclose(metrics["bits_per_dim"], discrete_nll / (dims * math.log(2)), rel_tol=1e-9)
+    assert 0.0 < metrics["bits_per_dim"] < 16.0
