@@ -128,7 +128,7 @@ class Gaussian(Likelihood):
         return self.log_variance if self.variance is None else ops.convert_to_tensor(math.log(self.variance))
 
     def log_prob(self, x, params):
-        return log_normal_diag(x, params[0], ops.ones_like(x) * self._log_var(), event_ndims=3)
+        return log_normal_diag(x, params[0], self._log_var(), event_ndims=3)  # the scalar broadcasts
 
     def get_config(self):
         return {**super().get_config(), "variance": self.variance}

@@ -163,9 +163,9 @@ def _check_scalar(value, annotation, path):
     if annotation is float:
         if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
             try:
-                value = float(value)
+                return float(value)
             except ValueError:
-                pass
+                raise ConfigError(f"{path}: expected a number, got {value!r}") from None
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{path}: expected a number, got {value!r}")
         return float(value)
