@@ -65,3 +65,22 @@ def log_mixture_normal_diag(z, means, log_vars, log_weights):
     quad = ops.maximum(quad, 0.0)
     log_norm = -0.5 * (means.shape[-1] * LOG_2PI + ops.sum(log_vars, axis=-1))  # [K]
     return ops.logsumexp(log_norm[None, :] + log_weights[None, :] - 0.5 * quad, axis=-1)
+
+
+def log_mixture_isotropic(z, means, log_var, log_weights):
+    """log sum_k w_k N(z; mu_k, sigma^2 I) with one shared scalar log-variance (exemplar and ByPE priors).
+
+    z [B, d], means [K, d], log_var a scalar, log_weights [K] or per-row [B, K] (e.g. leave-one-out masks
+    as -inf). Squared distances go through one matmul, so memory is O(B K).
+    """
+    d = means.shape[-1]
+    sq_dist = (
+        ops.sum(ops.square(z), axis=-1)[:, None]
+        - 2.0 * ops.matmul(z, ops.transpose(means))
+        + ops.sum(ops.square(means), axis=-1)[None, :]
+    )
+    sq_dist = ops.maximum(sq_dist, 0.0)
+    log_kernel = -0.5 * (d * (LOG_2PI + log_var) + sq_dist * ops.exp(-log_var))  # [B, K]
+    if len(log_weights.shape) == 1:
+        log_weights = log_weights[None, :]
+    return ops.logsumexp(log_kernel + log_weights, axis=-1)

@@ -457,8 +457,8 @@ def test_build_prior_vampprior(init, trainable):
 
 
 def test_build_prior_rejects_unknown_name():
-    with pytest.raises(ValueError, match="exemplar"):
-        build_prior(PriorConfig(name="exemplar"), 4, (28, 28, 1))
+    with pytest.raises(ValueError, match="not_a_prior"):
+        build_prior(PriorConfig(name="not_a_prior"), 4, (28, 28, 1))
 
 
 @pytest.mark.parametrize("kind", ["standard_normal", "mog", "vampprior"])

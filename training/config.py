@@ -43,11 +43,54 @@ class DataConfig:
 
 
 @dataclass
+class ExemplarConfig:
+    """Exemplar prior (Exemplar VAE): how its mixture over training exemplars is formed while training."""
+
+    mode: str = "exact"
+    """exact (M = model.prior.components random exemplars re-encoded every step) | retrieval (kNN
+    among M candidates against a per-epoch cache of all exemplar means, supplement Algorithm 1)."""
+    k: int = 10
+    """retrieval mode: nearest neighbours per example among the candidates."""
+    leave_one_out: bool = True
+    """Mask each training example's own exemplar (and correct the normaliser) during training."""
+    chunk_size: int = 10000
+    """Exemplars encoded at once when the cache of all N exemplar means is refreshed."""
+
+
+@dataclass
+class CoresetConfig:
+    """ByPE pseudocoreset update (paper Algorithm 2, reference notes section 3.4).
+
+    Defaults reproduce the official code; each option names a choice the paper leaves open."""
+
+    interval: int = 10
+    """Run a coreset phase every k epochs (after epochs k, 2k, ...); 1 updates after every epoch."""
+    steps: int = 0
+    """Coreset steps per phase; 0 = one pass over the training split in train.batch_size minibatches."""
+    num_samples: int = 500
+    """S latent samples from the current pseudocoreset prior per step."""
+    step_size: float = 0.5
+    """gamma_0 of the step-size schedule gamma_j = gamma_0 / (j + 1)."""
+    schedule: str = "restart"
+    """restart: j counts from 0 in every phase while Adam moments persist (official code) | continue:
+    j and the bias correction keep counting across phases."""
+    potential: str = "unit_gaussian"
+    """Log-likelihood potential f(x, z): unit_gaussian (official: -1/2 ||x - mean(z)||^2, variance 1)
+    | likelihood (the model's own Gaussian / squared-error reconstruction term)."""
+    gradient_centering: str = "pixels"
+    """Centre the pseudo-point gradients over the pixel axis (official code) or over the S samples
+    (textbook estimator, paper Eq. 19)."""
+    clip_points: bool = False
+    """Clip pseudo-point pixels to [0, 1] after each step (the official code does not)."""
+
+
+@dataclass
 class PriorConfig:
     name: str = "standard_normal"
-    """standard_normal | mog | vampprior"""
+    """standard_normal | mog | vampprior | exemplar | bype"""
     components: int = 500
-    """Mixture components (mog) or pseudo-inputs (vampprior)."""
+    """Mixture components (mog), pseudo-inputs (vampprior), exemplars per step or retrieval candidates
+    (exemplar), pseudo-points M (bype)."""
     init: str = "random"
     """vampprior pseudo-input init: random (N(mean, std)) | training_data (K training images + N(0, 0.01))."""
     pseudo_inputs_mean: float = 0.05
@@ -56,6 +99,8 @@ class PriorConfig:
     """False with init=training_data gives the 'VampPrior data' variant (fixed training images)."""
     learn_weights: bool = False
     """mog: learn the mixture weights (True) or keep them uniform (False, as in the VampPrior paper)."""
+    exemplar: ExemplarConfig = field(default_factory=ExemplarConfig)
+    coreset: CoresetConfig = field(default_factory=CoresetConfig)
 
 
 @dataclass
@@ -88,9 +133,9 @@ class TrainConfig:
     checkpoint_every: int = 1
     jit_compile: str = "auto"
     """auto (Keras: XLA for TF only on accelerators; JAX always jits) | true | false."""
+    """Write the resumable checkpoint (and best weights) every N epochs and at the end of training."""
     steps_per_execution: int = 1
     """Train steps run per compiled call; > 1 cuts per-step Python overhead for small models."""
-    """Write the resumable checkpoint (and best weights) every N epochs and at the end of training."""
     verbose: str = "auto"
     """Keras progress output: auto | 0 | 1 | 2."""
 
@@ -124,7 +169,11 @@ CHOICES = {
     "data.preprocessing": ["dynamic_binarization", "continuous"],
     "model.architecture": ["vae", "hvae", "conv_hvae"],
     "model.likelihood": ["bernoulli", "discretized_logistic", "gaussian", "squared_error"],
-    "model.prior.name": ["standard_normal", "mog", "vampprior"],
+    "model.prior.name": ["standard_normal", "mog", "vampprior", "exemplar", "bype"],
+    "model.prior.exemplar.mode": ["exact", "retrieval"],
+    "model.prior.coreset.schedule": ["restart", "continue"],
+    "model.prior.coreset.potential": ["unit_gaussian", "likelihood"],
+    "model.prior.coreset.gradient_centering": ["pixels", "samples"],
     "model.prior.init": ["random", "training_data"],
     "train.verbose": ["auto", "0", "1", "2"],
     "train.jit_compile": ["auto", "true", "false"],
@@ -135,8 +184,11 @@ POSITIVE = {
     "model.latent_dim", "model.hidden_units", "model.prior.components", "model.prior.pseudo_inputs_std",
     "train.epochs", "train.batch_size", "train.checkpoint_every", "train.steps_per_execution", "train.learning_rate", "train.eval_batch_size",
     "evaluate.num_samples", "evaluate.max_batch", "model.gaussian_variance", "evaluate.max_examples",
+    "model.prior.exemplar.k", "model.prior.exemplar.chunk_size", "model.prior.coreset.interval",
+    "model.prior.coreset.num_samples", "model.prior.coreset.step_size",
 }
-NON_NEGATIVE = {"train.warmup_epochs", "train.early_stopping_patience", "data.validation_size"}
+NON_NEGATIVE = {"train.warmup_epochs", "train.early_stopping_patience", "data.validation_size",
+                "model.prior.coreset.steps"}
 
 
 def _check_scalar(value, annotation, path):

@@ -136,7 +136,7 @@ def main(argv=None):
     from zoo.builder import build_model
 
     splits = data_lib.load_splits(config.data)
-    model = build_model(config.model, splits.image_shape, seed=config.seed)
+    model = build_model(config.model, splits.image_shape, seed=config.seed, num_train=len(splits.train))
     model.load_weights(weights_of(args.run_dir))
     metrics = run(args.run_dir, model, splits, config)
     print(json.dumps(metrics, indent=2))

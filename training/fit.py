@@ -46,7 +46,7 @@ def train(config, run_dir, resume=False, run_evaluation=True, extra_callbacks=()
     config_lib.save(config, run_dir / "config.yaml")
     keras.utils.set_random_seed(config.seed)
     splits = data_lib.load_splits(config.data)
-    model = build_model(config.model, splits.image_shape, seed=config.seed)
+    model = build_model(config.model, splits.image_shape, seed=config.seed, num_train=len(splits.train))
     model.prior.initialize_from_data(splits.train, seed=config.seed)
     jit = {"auto": "auto", "true": True, "false": False}[config.train.jit_compile]
     model.compile(optimizer=build_optimizer(config.train), jit_compile=jit,
@@ -66,6 +66,7 @@ def train(config, run_dir, resume=False, run_evaluation=True, extra_callbacks=()
 
     callbacks = [
         *extra_callbacks,
+        *model.training_callbacks(splits, config.train),
         cb.KLWarmup(config.train.warmup_epochs),
         cb.NonFiniteGuard(),
         early_stopping,

@@ -48,8 +48,11 @@ class LatentVariableModel(SteppedModel):
         """Top latent posterior q(z | x) (or q(z2 | x)): (mean, log_var)."""
         raise NotImplementedError("abstract: architectures define encode")
 
-    def elbo_terms(self, x):
-        """Single-sample per-example terms: {"log_px": log p(x | z), "kl": log q(z | x) - log p(z)}."""
+    def elbo_terms(self, x, batch=None):
+        """Single-sample per-example terms: {"log_px": log p(x | z), "kl": log q(z | x) - log p(z)}.
+
+        `batch` is the training batch dict inside a training step (the prior may use it, see
+        `prior_log_prob`), None in evaluation."""
         raise NotImplementedError("abstract: architectures define elbo_terms")
 
     def log_importance_weights(self, x, num_samples):
@@ -69,6 +72,14 @@ class LatentVariableModel(SteppedModel):
         eps = keras.random.normal(ops.shape(mean), seed=self.seed_generator if seed is None else seed)
         return mean + ops.exp(0.5 * log_var) * eps
 
+    def prior_log_prob(self, z, batch=None):
+        """log p(z): the prior's training form inside a training step, its evaluation form otherwise."""
+        return self.prior.log_prob(z) if batch is None else self.prior.training_log_prob(z, batch)
+
+    def training_callbacks(self, splits, train_config):
+        """Callbacks the model's training procedure adds to `fit` (the prior's, e.g. a coreset phase)."""
+        return self.prior.training_callbacks(self, splits, train_config)
+
     def sample(self, num_samples, seed=None):
         """Images from the generative model: z ~ p(z), x = E[x | z]."""
         prior_seed, decode_seed = split_seed(self.seed_generator if seed is None else seed, 2)
@@ -76,7 +87,7 @@ class LatentVariableModel(SteppedModel):
 
     def objective(self, data, training):
         x = data["image"]
-        terms = self.elbo_terms(x)
+        terms = self.elbo_terms(x, batch=data if training else None)
         reconstruction = -terms["log_px"]
         kl_weight = self.kl_weight if training else 1.0
         loss = ops.mean(reconstruction + kl_weight * terms["kl"])

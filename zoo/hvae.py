@@ -58,7 +58,7 @@ class HVAE(LatentVariableModel):
         return self.likelihood(self.p_x_net(ops.concatenate([self.p_x_z1(z1), self.p_x_z2(z2)], axis=-1)))
 
     # --- objectives ----------------------------------------------------------------------------------
-    def elbo_terms(self, x):
+    def elbo_terms(self, x, batch=None):
         x = ops.convert_to_tensor(x)
         mean2, log_var2 = self.encode(x)
         z2 = self.reparameterize(mean2, log_var2)
@@ -70,7 +70,7 @@ class HVAE(LatentVariableModel):
             log_normal_diag(z1, mean1, log_var1)
             + log_normal_diag(z2, mean2, log_var2)
             - log_normal_diag(z1, p_mean1, p_log_var1)
-            - self.prior.log_prob(z2)
+            - self.prior_log_prob(z2, batch)
         )
         return {"log_px": log_px, "kl": kl}
 

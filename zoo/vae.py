@@ -27,12 +27,12 @@ class VAE(LatentVariableModel):
     def decoder_params(self, z):
         return self.likelihood(self.decoder_net(z))
 
-    def elbo_terms(self, x):
+    def elbo_terms(self, x, batch=None):
         x = ops.convert_to_tensor(x)
         mean, log_var = self.encode(x)
         z = self.reparameterize(mean, log_var)
         log_px = self.likelihood.log_prob(x, self.decoder_params(z))
-        kl = log_normal_diag(z, mean, log_var) - self.prior.log_prob(z)
+        kl = log_normal_diag(z, mean, log_var) - self.prior_log_prob(z, batch)
         return {"log_px": log_px, "kl": kl}
 
     def log_importance_weights(self, x, num_samples):

@@ -6,7 +6,7 @@ from layers.priors.standard_normal import StandardNormal
 from layers.priors.vampprior import VampPrior
 
 
-def build_prior(prior_config, latent_dim, image_shape):
+def build_prior(prior_config, latent_dim, image_shape, num_train=None):
     """Create the prior named by `prior_config.name` (see training.config.PriorConfig)."""
     c = prior_config
     if c.name == "standard_normal":

@@ -5,7 +5,10 @@ A prior is a Keras layer over the top latent with `log_prob(z)` (one value per r
 (sample plates, exports, augmentation) can use them without knowing which prior it has.
 """
 
+import math
+
 import keras
+from keras import ops
 
 
 class Prior(keras.layers.Layer):
@@ -36,12 +39,45 @@ class Prior(keras.layers.Layer):
     def log_prob(self, z):
         raise NotImplementedError("abstract: each prior defines log p(z)")
 
+    def training_log_prob(self, z, batch):
+        """log p(z) inside a training step, given the training `batch` dict ({"image", "index", ...}).
+
+        The same as `log_prob` unless the prior trains differently from how it evaluates (the exemplar
+        prior's subsampled, leave-one-out mixture).
+        """
+        return self.log_prob(z)
+
+    def training_callbacks(self, model, splits, train_config):
+        """Keras callbacks the prior's own training procedure needs inside `fit` (none by default)."""
+        return []
+
     def sample(self, num_samples, seed=None):
         raise NotImplementedError("abstract: each prior defines its sampler")
 
     def component_sample(self, index, num_samples, seed=None):
         """Samples from mixture component `index` (only for priors with components)."""
         raise NotImplementedError(f"abstract: {type(self).__name__} has no mixture components")
+
+    def component_log_weights(self):
+        """log mixture weights [num_components] (uniform unless a prior learns them)."""
+        if not self.num_components:
+            raise NotImplementedError(f"abstract: {type(self).__name__} has no mixture components")
+        return ops.full((self.num_components,), -math.log(self.num_components))
+
+    def component_inputs(self):
+        """Image-shaped inputs that define the components (pseudo-inputs, pseudocoreset points), or None.
+
+        Evaluation shows them as images; priors whose components are not images return None.
+        """
+        return None
+
+    def kernel_sample(self, images, seed=None):
+        """z ~ r(z | x) for each image: the prior's component kernel centred on an arbitrary input.
+
+        Priors built from encoded inputs define it (exemplar-conditioned and iterative generation,
+        augmentation from the prior component of an example); the others raise.
+        """
+        raise NotImplementedError(f"{type(self).__name__} has no input-conditioned kernel")
 
     def call(self, z):
         return self.log_prob(z)
