@@ -68,6 +68,10 @@ class Likelihood(keras.layers.Layer):
     def mean(self, params):
         return params[0]
 
+    def gaussian_log_variance(self):
+        """log of the pixel variance when log p(x|z) is Gaussian in x (None otherwise)."""
+        return None
+
     def log_normalizer_offset(self):
         """Constant to add to `log_prob` to obtain a normalised log-density (0 unless stated)."""
         return 0.0
@@ -130,6 +134,9 @@ class Gaussian(Likelihood):
     def log_prob(self, x, params):
         return log_normal_diag(x, params[0], self._log_var(), event_ndims=3)  # the scalar broadcasts
 
+    def gaussian_log_variance(self):
+        return self._log_var()
+
     def get_config(self):
         return {**super().get_config(), "variance": self.variance}
 
@@ -147,6 +154,9 @@ class SquaredError(Likelihood):
 
     def log_prob(self, x, params):
         return -ops.sum(ops.square(x - params[0]), axis=(-3, -2, -1))
+
+    def gaussian_log_variance(self):
+        return ops.convert_to_tensor(math.log(0.5))
 
     def log_normalizer_offset(self):
         return -0.5 * self.event_size * math.log(math.pi)

@@ -16,6 +16,6 @@ def build_model(model_config, image_shape, seed=0, num_train=None):
     cls = ARCHITECTURES[model_config.architecture]
     head = "conv" if cls is ConvHVAE else "dense"
     likelihood = build_likelihood(model_config.likelihood, image_shape, head, model_config.gaussian_variance)
-    prior = build_prior(model_config.prior, model_config.latent_dim, image_shape, num_train)
+    prior = build_prior(model_config.prior, model_config.latent_dim, image_shape, num_train, seed)
     return cls(image_shape, model_config.latent_dim, likelihood, prior, hidden_units=model_config.hidden_units,
                seed=seed, name=model_config.architecture)

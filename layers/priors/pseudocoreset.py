@@ -1,0 +1,124 @@
+"""ByPE-VAE prior: a weighted mixture over a small Bayesian pseudocoreset (ByPE paper Eq. 11-12).
+
+p(z | U, w) = sum_m (w~_m / N) N(z | mu_phi(u_m), sigma^2 I), where mu_phi is the mean head of the top
+encoder, sigma^2 one learned scalar, and w~ the centred weights of Algorithm 2 line 2,
+w~ = w + (N/M - mean(w)), which sum to N. The pseudo-points U and weights w are not trained by the VAE
+optimizer: they are non-trainable state (saved with the weights), updated only by the coreset phase of
+`training.coreset`, together with that update's Adam moments and step counter.
+"""
+
+import keras
+import numpy as np
+from keras import ops
+
+from layers.distributions import log_mixture_isotropic
+from layers.priors.base import Prior
+from layers.priors.mixture import sample_component_indices, split_seed
+
+
+@keras.saving.register_keras_serializable(package="vae_zoo")
+class PseudocoresetPrior(Prior):
+    """Weighted pseudocoreset prior with a shared isotropic kernel r(z | u) = N(mu(u), sigma^2 I).
+
+    Args:
+        latent_dim: dimensionality of z.
+        image_shape: (H, W, C) of a pseudo-point.
+        num_train: N, the training-set size the weights sum to.
+        components: M pseudo-points.
+        seed: seed of the prior's own generator (log-variance init, coreset-phase sampling).
+        coreset: options of the coreset update (`training.config.CoresetConfig` as a dict).
+    """
+
+    def __init__(self, latent_dim, image_shape, num_train, components=500, seed=0, coreset=None, **kwargs):
+        super().__init__(latent_dim, **kwargs)
+        if num_train is None or num_train < 1:
+            raise ValueError("the bype prior needs the training-set size N (build_model(..., num_train=len(train)))")
+        self.image_shape = tuple(image_shape)
+        self.num_train = int(num_train)
+        self.components = int(components)
+        self.num_components = self.components
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.coreset = dict(coreset or {})
+
+    def build(self, input_shape=None):
+        dim = int(np.prod(self.image_shape))
+        m = self.components
+        # Reference init of the shared log-variance: one N(0, 1) draw.
+        log_var0 = float(np.random.default_rng(self.seed).normal())
+        self.log_variance = self.add_weight(
+            name="log_variance", shape=(), initializer=keras.initializers.Constant(log_var0))
+        state = dict(trainable=False)
+        self.points = self.add_weight(name="points", shape=(m, *self.image_shape), initializer="zeros", **state)
+        self.point_weights = self.add_weight(
+            name="coreset_weights", shape=(m,), initializer=keras.initializers.Constant(self.num_train / m), **state)
+        # Adam moments of the concatenated vector [w; vec(U)] and the step counter j of the coreset update.
+        self.moment1 = self.add_weight(name="moment1", shape=(m + m * dim,), initializer="zeros", **state)
+        self.moment2 = self.add_weight(name="moment2", shape=(m + m * dim,), initializer="zeros", **state)
+        self.update_count = self.add_weight(name="update_count", shape=(), initializer="zeros", **state)
+
+    def initialize_from_data(self, images, seed):
+        """u_m <- M distinct random training images, w_m <- N / M (Algorithm 2, input)."""
+        if len(images) < self.components:
+            raise ValueError(
+                f"model.prior.components={self.components} pseudo-points cannot be initialised from "
+                f"{len(images)} training images; lower model.prior.components"
+            )
+        chosen = np.random.default_rng(seed).choice(len(images), self.components, replace=False)
+        self.points.assign(np.asarray(images[chosen], dtype="float32"))
+        self.point_weights.assign(np.full(self.components, self.num_train / self.components, dtype="float32"))
+
+    # --- the mixture -------------------------------------------------------------------------------
+    def centred_weights(self):
+        """w~ = w + (N/M - mean(w)) (sums to N); clamped at 0 so a component can switch off, never NaN."""
+        w = self.point_weights + (self.num_train / self.components - ops.mean(self.point_weights))
+        return ops.maximum(w, 0.0)
+
+    def component_log_weights(self):
+        w = self.centred_weights()
+        return ops.log(w) - ops.log(ops.sum(w))  # = log(w~ / N) unless clamping removed mass
+
+    def component_means(self, points=None):
+        """mu_phi(u_m): the encoder's mean head on the pseudo-points (gradients reach the encoder only)."""
+        points = self.points if points is None else points
+        return self._encode(ops.stop_gradient(points))[0]
+
+    def log_prob(self, z):
+        return log_mixture_isotropic(z, self.component_means(), self.log_variance, self.component_log_weights())
+
+    # --- generation (Algorithm 1) --------------------------------------------------------------------
+    def _kernel(self, means, seed):
+        eps = keras.random.normal(ops.shape(means), seed=seed)
+        return means + ops.exp(0.5 * self.log_variance) * eps
+
+    def sample(self, num_samples, seed=None):
+        """u_m ~ Multi(w~ / N), z ~ r(z | u_m)."""
+        index_seed, noise_seed = split_seed(self.seed_generator if seed is None else seed, 2)
+        index = sample_component_indices(self.component_log_weights(), num_samples, index_seed)
+        return self._kernel(self.component_means(ops.take(self.points, index, axis=0)), noise_seed)
+
+    def component_sample(self, index, num_samples, seed=None):
+        means = self.component_means(self.points[index][None])
+        return self._kernel(ops.repeat(means, num_samples, axis=0), self.seed_generator if seed is None else seed)
+
+    def component_inputs(self):
+        return self.points
+
+    def kernel_sample(self, images, seed=None):
+        return self._kernel(self._encode(ops.convert_to_tensor(images))[0], self.seed_generator if seed is None else seed)
+
+    # --- training procedure --------------------------------------------------------------------------
+    def training_callbacks(self, model, splits, train_config):
+        from training.coreset import CoresetPhase  # training depends on layers, not the other way round
+
+        return [CoresetPhase(model, splits.train, train_config.batch_size, self.coreset, self.seed)]
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "image_shape": list(self.image_shape),
+            "num_train": self.num_train,
+            "components": self.components,
+            "seed": self.seed,
+            "coreset": self.coreset,
+        }
