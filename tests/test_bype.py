@@ -244,3 +244,20 @@ def test_likelihood_potential_needs_a_gaussian_likelihood(tmp_path):
     config.model.likelihood = "bernoulli"
     with pytest.raises(ValueError, match="unit_gaussian"):
         fit.train(config, tmp_path, run_evaluation=False)
+
+
+@pytest.mark.parametrize("architecture,preprocessing,likelihood", [
+    ("hvae", "dynamic_binarization", "bernoulli"), ("conv_hvae", "continuous", "squared_error")])
+def test_hierarchical_models_train_with_a_coreset_prior_on_z2(tmp_path, architecture, preprocessing, likelihood):
+    config = bype_config(epochs=2, interval=1, steps=3)
+    config.model.architecture = architecture
+    config.data.preprocessing = preprocessing
+    config.model.likelihood = likelihood
+    model, metrics = fit.train(config, tmp_path)
+    rows = history(tmp_path)
+    assert [float(r["coreset_seconds"]) > 0 for r in rows] == [False, True]
+    assert _np(model.prior.update_count) == 3  # `steps` overrides one pass over the data
+    assert np.isfinite(metrics["nll"]) and np.all(np.isfinite(_np(model.prior.points)))
+    # Algorithm 1: decoded samples have the image shape and lie in the likelihood's range
+    images = _np(model.sample(6, seed=1))
+    assert images.shape == (6, 8, 8, 1) and images.min() >= 0.0 and images.max() <= 1.0

@@ -1,0 +1,122 @@
+"""Prior benchmark on mnist10k (issue #3): seconds per epoch and test NLL per prior, MLP VAE, same epochs.
+
+    KERAS_BACKEND=tensorflow python benchmarks/priors.py --epochs 50 --out benchmarks/results/priors-tensorflow.json
+
+Every prior trains the same VAE in the ByPE setting (continuous MNIST, squared-error reconstruction, as the
+official ByPE code runs its own exemplar baseline), from zoo/bype_vae.yaml with only the prior switched.
+An epoch is timed as the reference code times it: training pass + validation pass (+ the coreset phase
+for ByPE, which runs at the start of the epoch after every k-th one). Reported per prior:
+- `regular_epoch_seconds`: median of the epochs 2..E without a coreset phase;
+- `coreset_phase_seconds`: median duration of the coreset phases alone;
+- `mean_epoch_seconds_10`: mean over the 10 epochs 2..11, which include exactly one coreset phase at k = 10;
+- ratios to the standard prior's regular epoch, all measured in this one process;
+- `nll`: importance-sampled test NLL (S = --iwae-samples) of the final weights, with its normalised
+  Gaussian counterpart (the squared error is a Gaussian of variance 1/2 without its constant).
+"""
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import keras  # noqa: E402
+
+from training import atomic, config as config_lib, data as data_lib, evaluate, fit  # noqa: E402
+
+PRIORS = {
+    "standard": ["model.prior.name=standard_normal"],
+    "vampprior": ["model.prior.name=vampprior", "model.prior.components=500"],
+    "bype": ["model.prior.name=bype", "model.prior.components=500"],
+    "exemplar_exact": ["model.prior.name=exemplar", "model.prior.components=3500", "model.prior.exemplar.mode=exact"],
+    "exemplar_retrieval": ["model.prior.name=exemplar", "model.prior.components=3500",
+                           "model.prior.exemplar.mode=retrieval", "model.prior.exemplar.k=10"],
+}
+
+
+class EpochTimer(keras.callbacks.Callback):
+    """Wall-clock per epoch from the first on_epoch_begin (so a coreset phase run there is included)."""
+
+    def __init__(self):
+        super().__init__()
+        self.times = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.times.append(time.perf_counter() - self.start)
+
+
+def bench_prior(key, epochs, warmup, iwae_samples, iwae_images, extra):
+    config = config_lib.load(ROOT / "zoo" / "bype_vae.yaml", [
+        "data.name=mnist10k", f"train.epochs={epochs}", f"train.warmup_epochs={warmup}", "train.verbose=0",
+        "train.early_stopping_patience=0", *PRIORS[key], *extra])
+    timer = EpochTimer()
+    with tempfile.TemporaryDirectory() as run_dir:
+        model, _ = fit.train(config, run_dir, run_evaluation=False, extra_callbacks=[timer])
+        history = (Path(run_dir) / "history.csv").read_text().splitlines()
+    header = history[0].split(",")
+    rows = [dict(zip(header, line.split(","))) for line in history[1:]]
+    phase = [float(r.get("coreset_seconds", 0.0)) for r in rows]
+    # the callback order puts the coreset phase inside the timer's epoch (the timer begins first)
+    regular = [t for t, p in zip(timer.times[1:], phase[1:]) if p == 0.0]
+    result = {
+        "epoch_times": timer.times,
+        "regular_epoch_seconds": statistics.median(regular),
+        "mean_epoch_seconds_10": statistics.mean(timer.times[1:11]) if len(timer.times) >= 11 else None,
+    }
+    phases = [p for p in phase if p > 0]
+    if phases:
+        result["coreset_phase_seconds"] = statistics.median(phases)
+        result["coreset_phases"] = phases
+    splits = data_lib.load_splits(config.data)
+    start = time.perf_counter()
+    config.evaluate.num_samples = iwae_samples
+    config.evaluate.max_examples = iwae_images
+    metrics = evaluate.evaluate(model, splits.test, config.evaluate, verbose=False)
+    result.update({k: metrics[k] for k in metrics if k.startswith(("nll", "negative_elbo", "kl", "reconstruction"))})
+    result["iwae_seconds"] = time.perf_counter() - start
+    result["num_test_images"] = metrics["num_examples"]
+    return result
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--priors", default=",".join(PRIORS), help="comma-separated keys of " + ", ".join(PRIORS))
+    parser.add_argument("--epochs", type=int, default=50)
+    parser.add_argument("--warmup", type=int, default=10, help="KL warm-up epochs (shortened from 100)")
+    parser.add_argument("--iwae-samples", type=int, default=1000)
+    parser.add_argument("--iwae-images", type=int, default=None, help="test images for the NLL (default all 2000)")
+    parser.add_argument("--set", action="append", default=[], help="extra config override for every prior")
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args()
+    results = {}
+    for key in args.priors.split(","):
+        print(f"== {key}", flush=True)
+        results[key] = bench_prior(key, args.epochs, args.warmup, args.iwae_samples, args.iwae_images, args.set)
+        print(json.dumps({k: v for k, v in results[key].items() if not isinstance(v, list)}), flush=True)
+    if "standard" in results:
+        base = results["standard"]["regular_epoch_seconds"]
+        for r in results.values():
+            r["regular_epoch_vs_standard"] = r["regular_epoch_seconds"] / base
+            if "coreset_phase_seconds" in r:
+                r["coreset_phase_vs_regular_epoch"] = r["coreset_phase_seconds"] / r["regular_epoch_seconds"]
+    if "bype" in results and "exemplar_exact" in results and results["bype"]["mean_epoch_seconds_10"]:
+        results["bype_speedup_over_exemplar_exact_10_epochs"] = (
+            results["exemplar_exact"]["mean_epoch_seconds_10"] / results["bype"]["mean_epoch_seconds_10"])
+    out = {"backend": keras.backend.backend(), "machine": platform.processor() or platform.machine(),
+           "epochs": args.epochs, "warmup": args.warmup, "iwae_samples": args.iwae_samples,
+           "overrides": args.set, "results": results}
+    atomic.write_text(Path(args.out), json.dumps(out, indent=2))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
