@@ -113,7 +113,8 @@ def steps_per_epoch(splits: Splits, batch_size: int) -> int:
 
 
 def train_dataset(
-    splits: Splits, batch_size: int, seed: int, initial_epoch: int = 0, epochs: int = 1
+    splits: Splits, batch_size: int, seed: int, initial_epoch: int = 0, epochs: int = 1,
+    index_draws: dict[str, int] | None = None,
 ) -> tf.data.Dataset:
     """Batches {"image": float32 [B,H,W,C], "index": int64 [B]} for epochs initial_epoch .. epochs-1.
 
@@ -121,6 +122,9 @@ def train_dataset(
     dynamic_binarization batch `step` is binarised with stateless uniforms seeded by fold_in((seed, e), step).
     Nothing depends on iterator state, so resuming at epoch e reproduces the uninterrupted run exactly.
     `index` is the row in splits.train (for leave-one-out exemplar priors).
+    `index_draws` {name: count} adds int64 [count] training-set indices drawn uniformly with replacement
+    under each name (the exemplar prior's candidates), seeded by fold_in(batch seed, j) for the j-th name
+    in sorted order, j >= 1.
     """
     n = len(splits.train)
     steps = n // batch_size
@@ -128,13 +132,22 @@ def train_dataset(
         raise ValueError(f"batch_size {batch_size} is larger than the training set ({n} images)")
     binarize = splits.preprocessing == "dynamic_binarization"
     base_seed = tf.constant(seed, tf.int64)
+    draws = sorted((index_draws or {}).items())
+    clash = [name for name, _ in draws if name in ("image", "index")]
+    if clash:
+        raise ValueError(f"index_draws: {clash} would overwrite the batch's own entries; use other names")
 
     def make_batch(epoch, step, index):
         image = _gather(splits.train, index, batch_size)
+        batch_seed = tf.random.experimental.stateless_fold_in(tf.stack([base_seed, epoch]), step)
         if binarize:
-            batch_seed = tf.random.experimental.stateless_fold_in(tf.stack([base_seed, epoch]), step)
             image = tf.cast(tf.random.stateless_uniform(tf.shape(image), seed=batch_seed) < image, tf.float32)
-        return {"image": image, "index": index}
+        batch = {"image": image, "index": index}
+        for j, (name, count) in enumerate(draws, start=1):
+            batch[name] = tf.random.stateless_uniform(
+                [count], seed=tf.random.experimental.stateless_fold_in(batch_seed, j), minval=0, maxval=n, dtype=tf.int64
+            )
+        return batch
 
     def one_epoch(epoch):
         order = tf.random.experimental.stateless_shuffle(tf.range(n, dtype=tf.int64), seed=tf.stack([base_seed, epoch]))

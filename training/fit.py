@@ -77,7 +77,8 @@ def train(config, run_dir, resume=False, run_evaluation=True, extra_callbacks=()
     epochs = config.train.epochs
     if initial_epoch < epochs and not (resume and early_stopping.patience and early_stopping.counter > early_stopping.patience):
         model.fit(
-            data_lib.train_dataset(splits, config.train.batch_size, config.seed, initial_epoch, epochs),
+            data_lib.train_dataset(splits, config.train.batch_size, config.seed, initial_epoch, epochs,
+                                   index_draws=model.prior.batch_index_draws()),
             steps_per_epoch=data_lib.steps_per_epoch(splits, config.train.batch_size),
             epochs=epochs,
             initial_epoch=initial_epoch,

@@ -47,6 +47,11 @@ class Prior(keras.layers.Layer):
         """
         return self.log_prob(z)
 
+    def batch_index_draws(self):
+        """{name: count}: training-set indices the data pipeline adds to every training batch, drawn
+        uniformly with replacement per (seed, epoch, step) (the exemplar prior's candidates); none by default."""
+        return {}
+
     def training_callbacks(self, model, splits, train_config):
         """Keras callbacks the prior's own training procedure needs inside `fit` (none by default)."""
         return []
