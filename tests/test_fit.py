@@ -107,7 +107,7 @@ def test_cli_trains_evaluates_and_refuses_to_overwrite(tmp_path, capsys):
         fit.main([str(config_path), "--run-dir", str(run_dir)])
     from training import evaluate
 
-    evaluate.main([str(run_dir), "--num-samples", "30", "--max-examples", "40"])
+    evaluate.main([str(run_dir), "--metrics", "nll", "--num-samples", "30", "--max-examples", "40"])
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert (metrics["num_samples"], metrics["num_examples"]) == (30, 40)
 

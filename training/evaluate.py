@@ -1,11 +1,16 @@
-"""Evaluate a run the way the papers do: test ELBO, RE, KL and the importance-sampled log-likelihood.
+"""Evaluate a run the way the papers do: density, representations, samples, augmentation, sample quality.
 
-    python -m training.evaluate RUN_DIR [--num-samples 5000] [--split test] [--max-examples N]
+    python -m training.evaluate RUN_DIR [--metrics nll,active_units,knn,tsne,samples,augmentation,fid,curves]
+                                        [--num-samples 5000] [--split test] [--max-examples N] [--seed S]
+
+All metrics by default; `evaluation/` implements them and `evaluation.report` writes RUN_DIR/metrics.json,
+RUN_DIR/figures/*.png and RUN_DIR/report.md atomically. This module keeps the density part: test ELBO,
+RE, KL and the importance-sampled log-likelihood
 
 log p(x) ~= logsumexp_s [log p(x, z_s) - log q(z_s | x)] - log S with S posterior samples per image
 (Burda et al.'s IWAE bound; VampPrior paper Eq. 19). Samples are processed in chunks of at most
 `evaluate.max_batch` (image, sample) pairs and merged with a running logsumexp, so memory stays bounded
-for any S. Results land atomically in RUN_DIR/metrics.json, with sample and reconstruction grids.
+for any S. `run` (called by training.fit) writes the density numbers with sample and reconstruction grids.
 """
 
 import argparse
@@ -120,26 +125,62 @@ def weights_of(run_dir):
 
 
 def main(argv=None):
+    from evaluation import report
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--metrics", default="all",
+                        help=f"comma-separated subset of {','.join(report.METRICS)} (default: all)")
     parser.add_argument("--num-samples", type=int, help="importance samples per image (evaluate.num_samples)")
-    parser.add_argument("--split", choices=["test", "validation"])
-    parser.add_argument("--max-examples", type=int, help="evaluate only the first N images")
+    parser.add_argument("--split", choices=["test", "validation"], help="split of the density metrics")
+    parser.add_argument("--max-examples", type=int, help="density metrics on the first N images only")
+    parser.add_argument("--seed", type=int, help="seed of every random draw of the evaluation (default: the run's)")
+    parser.add_argument("--knn-k", help="comma-separated K values (default 3,5,7,9,11,13,15)")
+    parser.add_argument("--tsne-points", type=int, help="t-SNE of at most N test images (default 2000)")
+    parser.add_argument("--augmentation-epochs", type=int, help="classifier epochs (default 100, the papers')")
+    parser.add_argument("--augmentation-lambda", type=float, help="weight of the real minibatch (default 0.4)")
+    parser.add_argument("--fid-samples", type=int, help="generated images for the Frechet distance (default 10000)")
+    parser.add_argument("--fid-features", choices=["auto", "inception", "classifier"],
+                        help="feature space: InceptionV3 (RGB default) or the grey-image classifier (grey default)")
+    parser.add_argument("--inception-weights", help="InceptionV3 no-top ImageNet weights file (default: Keras cache)")
+    parser.add_argument("--classifier-cache", help="folder of cached feature classifiers (default ~/.cache/vae_prior_zoo)")
+    parser.add_argument("--classifier-epochs", type=int, help="epochs of a feature classifier trained now (default 8)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
+    parser.add_argument("--quiet", action="store_true", help="no progress output")
     args = parser.parse_args(argv)
 
+    try:
+        metrics = report.parse_metrics(args.metrics)
+    except ValueError as error:
+        parser.error(str(error))
     overrides = list(args.set)
     for key, value in (("num_samples", args.num_samples), ("split", args.split), ("max_examples", args.max_examples)):
         if value is not None:
             overrides.append(f"evaluate.{key}={value}")
     config = config_lib.load(args.run_dir / "config.yaml", overrides)
+    options = report.EvaluationOptions(seed=config.seed if args.seed is None else args.seed)
+    if args.knn_k:
+        options.knn_ks = tuple(int(k) for k in args.knn_k.split(","))
+    for name, value in (("tsne_points", args.tsne_points), ("fid_samples", args.fid_samples),
+                        ("fid_features", args.fid_features), ("inception_weights", args.inception_weights),
+                        ("classifier_cache", args.classifier_cache), ("classifier_epochs", args.classifier_epochs)):
+        if value is not None:
+            setattr(options, name, value)
+    if args.augmentation_epochs is not None:
+        options.augmentation.epochs = args.augmentation_epochs
+    if args.augmentation_lambda is not None:
+        options.augmentation.real_weight = args.augmentation_lambda
+    try:
+        options.validate()
+    except ValueError as error:
+        parser.error(str(error))
     from zoo.builder import build_model
 
     splits = data_lib.load_splits(config.data)
     model = build_model(config.model, splits.image_shape, seed=config.seed, num_train=len(splits.train))
     model.load_weights(weights_of(args.run_dir))
-    metrics = run(args.run_dir, model, splits, config)
-    print(json.dumps(metrics, indent=2))
+    report.evaluate_run(args.run_dir, model, splits, config, metrics, options, verbose=not args.quiet)
+    print((args.run_dir / "report.md").read_text())
 
 
 if __name__ == "__main__":

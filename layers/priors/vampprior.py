@@ -77,6 +77,9 @@ class VampPrior(Prior):
         means, log_vars = self._components(self.pseudo_inputs[index][None])
         return sample_diag_normal(ops.repeat(means, num_samples, 0), ops.repeat(log_vars, num_samples, 0), seed)
 
+    def component_inputs(self):
+        return ops.clip(self.pseudo_inputs, 0.0, 1.0)
+
     def get_config(self):
         return {
             **super().get_config(),
