@@ -67,6 +67,16 @@ def log_mixture_normal_diag(z, means, log_vars, log_weights):
     return ops.logsumexp(log_norm[None, :] + log_weights[None, :] - 0.5 * quad, axis=-1)
 
 
+def pairwise_squared_distances(a, b):
+    """||a_i - b_j||^2 for rows a [n, d], b [m, d] as one matmul (memory O(n m), not O(n m d)), >= 0."""
+    sq = (
+        ops.sum(ops.square(a), axis=-1)[:, None]
+        - 2.0 * ops.matmul(a, ops.transpose(b))
+        + ops.sum(ops.square(b), axis=-1)[None, :]
+    )
+    return ops.maximum(sq, 0.0)
+
+
 def log_mixture_isotropic(z, means, log_var, log_weights):
     """log sum_k w_k N(z; mu_k, sigma^2 I) with one shared scalar log-variance (exemplar and ByPE priors).
 
@@ -74,12 +84,7 @@ def log_mixture_isotropic(z, means, log_var, log_weights):
     as -inf). Squared distances go through one matmul, so memory is O(B K).
     """
     d = means.shape[-1]
-    sq_dist = (
-        ops.sum(ops.square(z), axis=-1)[:, None]
-        - 2.0 * ops.matmul(z, ops.transpose(means))
-        + ops.sum(ops.square(means), axis=-1)[None, :]
-    )
-    sq_dist = ops.maximum(sq_dist, 0.0)
+    sq_dist = pairwise_squared_distances(z, means)
     log_kernel = -0.5 * (d * (LOG_2PI + log_var) + sq_dist * ops.exp(-log_var))  # [B, K]
     if len(log_weights.shape) == 1:
         log_weights = log_weights[None, :]

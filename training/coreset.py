@@ -22,7 +22,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from layers.distributions import LOG_2PI
+from layers.distributions import LOG_2PI, pairwise_squared_distances
 from layers.priors.mixture import split_seed
 from training.compiled import backend_function
 
@@ -32,12 +32,7 @@ ADAM_BETA1, ADAM_BETA2, ADAM_EPSILON = 0.9, 0.999, 1e-8
 def gaussian_potentials(x, means, log_var):
     """f(x_n, z_s) = log N(x_n | means_s, exp(log_var) I) for x [n, D], means [S, D]: shape [n, S]."""
     dim = x.shape[-1]
-    sq_dist = (
-        ops.sum(ops.square(x), axis=-1)[:, None]
-        - 2.0 * ops.matmul(x, ops.transpose(means))
-        + ops.sum(ops.square(means), axis=-1)[None, :]
-    )
-    return -0.5 * (dim * (LOG_2PI + log_var) + ops.maximum(sq_dist, 0.0) * ops.exp(-log_var))
+    return -0.5 * (dim * (LOG_2PI + log_var) + pairwise_squared_distances(x, means) * ops.exp(-log_var))
 
 
 def centre_over_samples(f):

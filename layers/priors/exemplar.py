@@ -28,7 +28,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from layers.distributions import log_mixture_isotropic
+from layers.distributions import log_mixture_isotropic, pairwise_squared_distances
 from layers.priors.base import Prior
 from layers.priors.mixture import split_seed
 
@@ -48,11 +48,7 @@ class ExactNearestNeighbours:
     def search(self, queries, keys, k, excluded=None):
         """Indices [B, k] into `keys` [M, d] of the k nearest keys of each query [B, d], nearest first;
         `excluded` [B, M] (bool) removes pairs from the search."""
-        sq_dist = (
-            ops.sum(ops.square(queries), axis=-1)[:, None]
-            - 2.0 * ops.matmul(queries, ops.transpose(keys))
-            + ops.sum(ops.square(keys), axis=-1)[None, :]
-        )
+        sq_dist = pairwise_squared_distances(queries, keys)
         if excluded is not None:
             sq_dist = ops.where(excluded, math.inf, sq_dist)
         return ops.top_k(-sq_dist, k)[1]
