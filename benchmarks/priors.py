@@ -54,7 +54,7 @@ class EpochTimer(keras.callbacks.Callback):
         self.times.append(time.perf_counter() - self.start)
 
 
-def bench_prior(key, epochs, warmup, iwae_samples, iwae_images, extra):
+def bench_prior(key, epochs, warmup, iwae_samples, iwae_images, extra, timing_only=False):
     config = config_lib.load(ROOT / "zoo" / "bype_vae.yaml", [
         "data.name=mnist10k", f"train.epochs={epochs}", f"train.warmup_epochs={warmup}", "train.verbose=0",
         "train.early_stopping_patience=0", *PRIORS[key], *extra])
@@ -76,6 +76,8 @@ def bench_prior(key, epochs, warmup, iwae_samples, iwae_images, extra):
     if phases:
         result["coreset_phase_seconds"] = statistics.median(phases)
         result["coreset_phases"] = phases
+    if timing_only:
+        return result
     splits = data_lib.load_splits(config.data)
     start = time.perf_counter()
     config.evaluate.num_samples = iwae_samples
@@ -94,13 +96,15 @@ def main():
     parser.add_argument("--warmup", type=int, default=10, help="KL warm-up epochs (shortened from 100)")
     parser.add_argument("--iwae-samples", type=int, default=1000)
     parser.add_argument("--iwae-images", type=int, default=None, help="test images for the NLL (default all 2000)")
+    parser.add_argument("--timing-only", action="store_true", help="skip the test NLL")
     parser.add_argument("--set", action="append", default=[], help="extra config override for every prior")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     results = {}
     for key in args.priors.split(","):
         print(f"== {key}", flush=True)
-        results[key] = bench_prior(key, args.epochs, args.warmup, args.iwae_samples, args.iwae_images, args.set)
+        results[key] = bench_prior(key, args.epochs, args.warmup, args.iwae_samples, args.iwae_images, args.set,
+                                   args.timing_only)
         print(json.dumps({k: v for k, v in results[key].items() if not isinstance(v, list)}), flush=True)
     if "standard" in results:
         base = results["standard"]["regular_epoch_seconds"]

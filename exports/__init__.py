@@ -1,1 +1,2 @@
-"""SavedModel export and the TF Serving sampling client (issue #5; not built yet: see README, Status)."""
+"""SavedModel export for TF Serving (`python -m exports.saved_model`), its warmup records, and the sampling
+client (`python -m exports.client`); the served computations are in `exports.signatures`."""

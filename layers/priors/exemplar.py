@@ -188,7 +188,7 @@ class ExemplarPrior(Prior):
     def _component_chunk(self, rows):
         if self.eval_chunk is not None:
             return max(1, min(self.num_train, int(self.eval_chunk)))
-        if rows is None:
+        if not isinstance(rows, int):  # unknown, or symbolic (jax2tf export)
             return min(self.num_train, EVAL_CHUNK_UNKNOWN_ROWS)
         return max(1, min(self.num_train, EVAL_BLOCK_ELEMENTS // max(int(rows), 1)))
 
