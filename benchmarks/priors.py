@@ -28,6 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 import keras  # noqa: E402
 
+from speed import EpochTimer  # noqa: E402  (benchmarks/ is sys.path[0] when run as a script)
 from training import atomic, config as config_lib, data as data_lib, evaluate, fit  # noqa: E402
 
 PRIORS = {
@@ -40,25 +41,11 @@ PRIORS = {
 }
 
 
-class EpochTimer(keras.callbacks.Callback):
-    """Wall-clock per epoch from the first on_epoch_begin (so a coreset phase run there is included)."""
-
-    def __init__(self):
-        super().__init__()
-        self.times = []
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.start = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.times.append(time.perf_counter() - self.start)
-
-
 def bench_prior(key, epochs, warmup, iwae_samples, iwae_images, extra, timing_only=False):
     config = config_lib.load(ROOT / "zoo" / "bype_vae.yaml", [
         "data.name=mnist10k", f"train.epochs={epochs}", f"train.warmup_epochs={warmup}", "train.verbose=0",
         "train.early_stopping_patience=0", *PRIORS[key], *extra])
-    timer = EpochTimer()
+    timer = EpochTimer()  # first callback, so its epoch includes a coreset phase run at on_epoch_begin
     with tempfile.TemporaryDirectory() as run_dir:
         model, _ = fit.train(config, run_dir, run_evaluation=False, extra_callbacks=[timer])
         history = (Path(run_dir) / "history.csv").read_text().splitlines()

@@ -5,7 +5,6 @@ sampling moments, weight files without training data, per-batch index draws, and
 Prior-level tests attach a small deterministic encoder written with `keras.ops` and mirrored in NumPy.
 """
 
-import csv
 import json
 
 import keras
@@ -18,6 +17,7 @@ from scipy.special import logsumexp
 from layers.priors import ExemplarPrior, build_prior
 from layers.priors.exemplar import iterative_generation
 from tests.helpers import _f32, _np, _t
+from tests.test_fit import history
 from training import config as config_lib, data as data_lib, fit
 from training.config import PriorConfig
 from zoo.builder import build_model
@@ -377,11 +377,6 @@ def _digits_config(mode, epochs=3, architecture="vae", data=None, **train):
     })
 
 
-def _history(run_dir):
-    with open(run_dir / "history.csv") as f:
-        return list(csv.DictReader(f))
-
-
 class _CacheWatch(keras.callbacks.Callback):
     """Records, per epoch, whether the cache held the current encoder's means when validation ended."""
 
@@ -401,7 +396,7 @@ class _CacheWatch(keras.callbacks.Callback):
 
 
 def _assert_learned_with_fresh_cache(run_dir, watch):
-    rows = _history(run_dir)
+    rows = history(run_dir)
     assert float(rows[-1]["val_loss"]) < float(rows[0]["val_loss"]) - 1.0
     assert float(rows[-1]["loss"]) < float(rows[0]["loss"])
     assert len(watch.records) == len(rows)
@@ -426,7 +421,7 @@ def test_hierarchical_models_train_with_the_exemplar_prior_on_z2(tmp_path, archi
                             data={"name": "npz", "path": str(tmp_path / "d.npz"), "validation_size": 20})
     config.model.prior.components = 30
     model, _ = fit.train(config, tmp_path / "run", run_evaluation=False)
-    rows = _history(tmp_path / "run")
+    rows = history(tmp_path / "run")
     assert float(rows[-1]["loss"]) < float(rows[0]["loss"]) and np.isfinite(float(rows[-1]["val_loss"]))
     assert model.prior.cache.shape == (100, 4) and not np.isnan(_np(model.prior.cache)).any()
 
@@ -441,7 +436,7 @@ def test_retrieval_training_learns_and_resumes_exactly(tmp_path):
     _assert_learned_with_fresh_cache(straight, watch)
     fit.train(_digits_config("retrieval", epochs=2), split, run_evaluation=False)
     model_b, _ = fit.train(_digits_config("retrieval", epochs=3), split, resume=True, run_evaluation=False)
-    for ra, rb in zip(_history(straight), _history(split), strict=True):
+    for ra, rb in zip(history(straight), history(split), strict=True):
         np.testing.assert_allclose(float(ra["val_loss"]), float(rb["val_loss"]), rtol=1e-5)
         np.testing.assert_allclose(float(ra["loss"]), float(rb["loss"]), rtol=1e-5)
     names = [w.path for w in model_a.weights]

@@ -190,7 +190,7 @@ class ExemplarPrior(Prior):
             return max(1, min(self.num_train, int(self.eval_chunk)))
         if not isinstance(rows, int):  # unknown, or symbolic (jax2tf export)
             return min(self.num_train, EVAL_CHUNK_UNKNOWN_ROWS)
-        return max(1, min(self.num_train, EVAL_BLOCK_ELEMENTS // max(int(rows), 1)))
+        return max(1, min(self.num_train, EVAL_BLOCK_ELEMENTS // max(rows, 1)))
 
     def log_prob(self, z):
         """log (1/N) sum_n N(z; cache_n, sigma^2 I): a running logsumexp over blocks of components, so
