@@ -6,6 +6,7 @@ check each against TensorFlow Probability.
 
 import math
 
+import keras
 from keras import ops
 
 LOG_2PI = math.log(2.0 * math.pi)
@@ -15,10 +16,37 @@ def _sum_event(x, event_ndims):
     return ops.sum(x, axis=tuple(range(-event_ndims, 0))) if event_ndims else x
 
 
+def softplus(x):
+    """log(1 + exp(x)), stable. On JAX as max(x, 0) + log1p(exp(-|x|)), which XLA fuses and runs 4x faster
+    than jax.nn.softplus (a guarded logaddexp); TensorFlow and PyTorch have a single fused kernel. The
+    per-pixel likelihoods of the IWAE evaluation spend most of their element-wise time here."""
+    if keras.backend.backend() == "jax":
+        return ops.relu(x) + ops.log1p(ops.exp(-ops.abs(x)))
+    return ops.softplus(x)
+
+
+def _flatten_events(event_ndims, *tensors):
+    """Merge the last `event_ndims` axes of each tensor into one, so image densities reduce one long axis.
+
+    XLA on CPU evaluates the element-wise work and sum over a [.., 28, 28, 1] layout several times slower
+    than over [.., 784] (the JAX IWAE evaluation was 3x slower for it). Tensors with fewer axes (a scalar
+    variance) are left to broadcast."""
+    if event_ndims <= 1:
+        return tensors
+    flat = []
+    for t in tensors:
+        t = ops.convert_to_tensor(t)
+        if len(t.shape) >= event_ndims:
+            t = ops.reshape(t, (*ops.shape(t)[:-event_ndims], math.prod(t.shape[-event_ndims:])))
+        flat.append(t)
+    return flat
+
+
 def log_normal_diag(x, mean, log_var, event_ndims=1):
     """log N(x; mean, diag(exp(log_var))), summed over the last `event_ndims` axes."""
+    x, mean, log_var = _flatten_events(event_ndims, x, mean, log_var)
     log_p = -0.5 * (LOG_2PI + log_var + ops.square(x - mean) * ops.exp(-log_var))
-    return _sum_event(log_p, event_ndims)
+    return _sum_event(log_p, min(event_ndims, 1))
 
 
 def log_standard_normal(x, event_ndims=1):
@@ -28,7 +56,8 @@ def log_standard_normal(x, event_ndims=1):
 
 def log_bernoulli_logits(x, logits, event_ndims=3):
     """log Bernoulli(x; sigmoid(logits)) = x * logits - softplus(logits), stable for large |logits|."""
-    return _sum_event(x * logits - ops.softplus(logits), event_ndims)
+    x, logits = _flatten_events(event_ndims, x, logits)
+    return _sum_event(x * logits - softplus(logits), min(event_ndims, 1))
 
 
 def log_discretized_logistic(x, mean, log_scale, bins=256, event_ndims=3):
@@ -38,16 +67,17 @@ def log_discretized_logistic(x, mean, log_scale, bins=256, event_ndims=3):
     s = exp(log_scale); log(p + 1e-7) as in the reference, computed in log space:
     log(sigmoid(a) - sigmoid(b)) = log(sigmoid(a)) + log(1 - exp(log sigmoid(b) - log sigmoid(a))).
     """
+    x, mean, log_scale = _flatten_events(event_ndims, x, mean, log_scale)
     x0 = ops.floor(x * bins) / bins
     inv_s = ops.exp(-log_scale)
     a = (x0 + 1.0 / bins - mean) * inv_s
     b = (x0 - mean) * inv_s
-    log_sig_a = -ops.softplus(-a)
-    log_sig_b = -ops.softplus(-b)
+    log_sig_a = -softplus(-a)
+    log_sig_b = -softplus(-b)
     delta = ops.minimum(log_sig_b - log_sig_a, -1e-12)
     log_p = log_sig_a + ops.log(-ops.expm1(delta))
     log_p = ops.logaddexp(log_p, math.log(1e-7))
-    return _sum_event(log_p, event_ndims)
+    return _sum_event(log_p, min(event_ndims, 1))
 
 
 def log_mixture_normal_diag(z, means, log_vars, log_weights):

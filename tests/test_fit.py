@@ -5,6 +5,7 @@ import csv
 import json
 import math
 
+import keras
 import numpy as np
 import pytest
 from keras import ops
@@ -68,6 +69,19 @@ def test_resume_continues_exactly(tmp_path):
     final_a = json.loads((straight / "checkpoint" / "state.json").read_text())
     final_b = json.loads((split / "checkpoint" / "state.json").read_text())
     assert final_a == final_b
+
+
+def test_steps_per_execution_changes_speed_not_training(tmp_path):
+    """Steps run in one graph loop (the TensorFlow default) train exactly as steps run one call each."""
+    model_a, _ = fit.train(digits_config(epochs=2, steps_per_execution=1), tmp_path / "one", run_evaluation=False)
+    model_b, _ = fit.train(digits_config(epochs=2, steps_per_execution=4), tmp_path / "loop", run_evaluation=False)
+    expected = 4 if keras.backend.backend() == "tensorflow" else 1
+    assert fit._steps_per_execution(digits_config(steps_per_execution=4).train, 13) == expected
+    assert fit._steps_per_execution(digits_config(steps_per_execution=100).train, 13) == min(13, 100 if expected > 1 else 1)
+    for wa, wb in zip(model_a.weights, model_b.weights):
+        np.testing.assert_allclose(ops.convert_to_numpy(wa), ops.convert_to_numpy(wb), rtol=1e-5, atol=1e-6)
+    for ra, rb in zip(history(tmp_path / "one"), history(tmp_path / "loop")):
+        np.testing.assert_allclose(float(ra["val_loss"]), float(rb["val_loss"]), rtol=1e-5)
 
 
 def test_early_stopping_follows_the_papers_rule():

@@ -131,11 +131,13 @@ class TrainConfig:
     """Stop after more than this many non-improving epochs past warm-up; 0 disables early stopping."""
     eval_batch_size: int = 500
     checkpoint_every: int = 1
+    """Write the resumable checkpoint (and best weights) every N epochs and at the end of training."""
     jit_compile: str = "auto"
     """auto (Keras: XLA for TF only on accelerators; JAX always jits) | true | false."""
-    """Write the resumable checkpoint (and best weights) every N epochs and at the end of training."""
-    steps_per_execution: int = 1
-    """Train steps run per compiled call; > 1 cuts per-step Python overhead for small models."""
+    steps_per_execution: int = 100
+    """TensorFlow: train/validation steps run in one graph loop per call (capped at an epoch), which removes
+    the per-step dispatch that dominates small models (MLP VAE epoch 0.49 -> 0.36 s). JAX's Keras trainer
+    only loops in Python and PyTorch's accepts 1, so both always run 1."""
     verbose: str = "auto"
     """Keras progress output: auto | 0 | 1 | 2."""
 

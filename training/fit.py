@@ -39,6 +39,13 @@ def _verbosity(setting):
     return int(setting)
 
 
+def _steps_per_execution(train_config, steps_per_epoch):
+    """See `TrainConfig.steps_per_execution`: a graph loop on TensorFlow, 1 elsewhere."""
+    if keras.backend.backend() != "tensorflow":
+        return 1
+    return max(1, min(train_config.steps_per_execution, steps_per_epoch))
+
+
 def train(config, run_dir, resume=False, run_evaluation=True, extra_callbacks=()):
     """Train (or resume) the run in `run_dir` and return (model, metrics or None)."""
     run_dir = Path(run_dir)
@@ -49,8 +56,9 @@ def train(config, run_dir, resume=False, run_evaluation=True, extra_callbacks=()
     model = build_model(config.model, splits.image_shape, seed=config.seed, num_train=len(splits.train))
     model.prior.initialize_from_data(splits.train, seed=config.seed)
     jit = {"auto": "auto", "true": True, "false": False}[config.train.jit_compile]
+    steps = data_lib.steps_per_epoch(splits, config.train.batch_size)
     model.compile(optimizer=build_optimizer(config.train), jit_compile=jit,
-                  steps_per_execution=config.train.steps_per_execution)
+                  steps_per_execution=_steps_per_execution(config.train, steps))
     print(f"{config.name}: {config.model.architecture} / {config.model.prior.name} prior / {config.model.likelihood} "
           f"on {splits.name} {splits.image_shape}, {len(splits.train)} train images, "
           f"{model.count_params():,} parameters, backend {keras.backend.backend()}, run dir {run_dir}")
