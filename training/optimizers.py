@@ -4,8 +4,23 @@ import keras
 from keras import ops
 
 
+def _backend_adam():
+    """The Adam class Keras itself would run on this backend.
+
+    On PyTorch, `keras.optimizers.Adam(...)` turns into a fused `torch._foreach` implementation, but only
+    when instantiated as exactly `Adam`; a subclass falls back to one small update per tensor, which made
+    the optimizer most of the PyTorch MLP step (7.6 ms of it). Subclassing the fused class keeps it."""
+    if keras.backend.backend() == "torch":
+        try:
+            from keras.src.backend.torch.optimizers.torch_adam import Adam
+            return Adam
+        except ImportError:  # a Keras without it: the generic (correct, slower) path
+            pass
+    return keras.optimizers.Adam
+
+
 @keras.saving.register_keras_serializable(package="vae_zoo")
-class AdamNormGrad(keras.optimizers.Adam):
+class AdamNormGrad(_backend_adam()):
     """Adam whose every gradient tensor is first scaled to unit L2 norm: g / (||g||_2 + 1e-7).
 
     The three reference repositories use this for every model (lr 5e-4, betas 0.9/0.999, epsilon 1e-8);
@@ -17,6 +32,11 @@ class AdamNormGrad(keras.optimizers.Adam):
         super().__init__(learning_rate=learning_rate, beta_1=beta_1, beta_2=beta_2, epsilon=epsilon, **kwargs)
 
     def _clip_gradients(self, grads):
+        if keras.backend.backend() == "torch" and all(g is not None for g in grads):
+            import torch
+
+            norms = torch._foreach_add(torch._foreach_norm(grads), 1e-7)
+            return super()._clip_gradients(list(torch._foreach_div(grads, norms)))
         grads = [None if g is None else g / (ops.sqrt(ops.sum(ops.square(g))) + 1e-7) for g in grads]
         return super()._clip_gradients(grads)
 
