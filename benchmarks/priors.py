@@ -56,7 +56,8 @@ def bench_prior(key, epochs, warmup, iwae_samples, iwae_images, extra, timing_on
     regular = [t for t, p in zip(timer.times[1:], phase[1:]) if p == 0.0]
     result = {
         "epoch_times": timer.times,
-        "regular_epoch_seconds": statistics.median(regular),
+        # None when every timed epoch had a phase (coreset interval 1): there is no regular epoch to time
+        "regular_epoch_seconds": statistics.median(regular) if regular else None,
         "mean_epoch_seconds_10": statistics.mean(timer.times[1:11]) if len(timer.times) >= 11 else None,
     }
     phases = [p for p in phase if p > 0]
@@ -96,6 +97,8 @@ def main():
     if "standard" in results:
         base = results["standard"]["regular_epoch_seconds"]
         for r in results.values():
+            if base is None or r["regular_epoch_seconds"] is None:
+                continue
             r["regular_epoch_vs_standard"] = r["regular_epoch_seconds"] / base
             if "coreset_phase_seconds" in r:
                 r["coreset_phase_vs_regular_epoch"] = r["coreset_phase_seconds"] / r["regular_epoch_seconds"]

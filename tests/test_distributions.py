@@ -16,6 +16,7 @@ from layers.distributions import (
     log_mixture_normal_diag,
     log_normal_diag,
     log_standard_normal,
+    softplus,
 )
 from tests.helpers import _f32, _np, _t
 
@@ -112,6 +113,28 @@ def test_log_bernoulli_logits_stable_for_large_logits():
     # the confident-and-right cases are ~0 nats, the confident-and-wrong ones cost |logit| nats
     np.testing.assert_allclose(got[[0, 3]], [0.0, 0.0], atol=1e-6)
     np.testing.assert_allclose(got[[1, 2]], [-50.0, -50.0], rtol=1e-6)
+
+
+def test_softplus_is_exact_and_finite_over_the_float32_range():
+    a = np.concatenate([np.linspace(-100.0, 100.0, 2001), [-88.7, 88.7, 0.0]]).astype(np.float32)
+    got = _np(softplus(_t(a)))
+    np.testing.assert_allclose(got, np.logaddexp(0.0, a.astype(np.float64)), rtol=1e-6, atol=1e-7)
+
+
+def test_image_densities_broadcast_one_image_against_many_samples():
+    """The IWAE evaluation scores x [B, 1, H, W, C] against S decodings [B, S, H, W, C]; flattening the
+    event axes must not change the broadcast result (a scalar variance included)."""
+    rng = np.random.default_rng(7)
+    x = rng.integers(0, 2, size=(2, 1, 4, 3, 2)).astype(np.float32)
+    params = _f32(rng.normal(size=(2, 5, 4, 3, 2)) * 3.0)
+    got = _np(log_bernoulli_logits(_t(x), _t(params)))
+    want = np.stack([[_np(log_bernoulli_logits(_t(x[b, 0]), _t(params[b, s]), event_ndims=3)) for s in range(5)]
+                     for b in range(2)])
+    assert got.shape == (2, 5)
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    got = _np(log_normal_diag(_t(x), _t(params), _t(np.float32(-1.0)), event_ndims=3))
+    want = tfd.Normal(params.astype(np.float64), np.exp(-0.5)).log_prob(x).numpy().sum(axis=(2, 3, 4))
+    np.testing.assert_allclose(got, want, rtol=1e-5)
 
 
 def test_log_bernoulli_logits_accepts_grey_targets():

@@ -2,7 +2,8 @@
 
 Evaluation calls the same function thousands of times (IWAE chunks); eager JAX or TF would dispatch op by
 op. On JAX the function is made pure over the model's variables and the advanced seed-generator state is
-written back, so successive calls draw fresh noise.
+written back, so successive calls draw fresh noise. `model_function` keeps one compiled function per model
+and name, so a second evaluation of the same model reuses the traced / jitted one.
 """
 
 import keras
@@ -44,3 +45,16 @@ def backend_function(model, fn, static_argnums=()):
         return out
 
     return run
+
+
+def model_function(model, name, fn, static_argnums=()):
+    """`backend_function(model, fn)` compiled once per (model, name) and kept on the model.
+
+    Stored with `object.__setattr__` so Keras does not track the cache as model state (it is not saved)."""
+    cache = model.__dict__.get("_compiled_functions")
+    if cache is None:
+        cache = {}
+        object.__setattr__(model, "_compiled_functions", cache)
+    if name not in cache:
+        cache[name] = backend_function(model, fn, static_argnums)
+    return cache[name]

@@ -26,13 +26,13 @@ from keras import ops
 
 from layers.likelihoods import Bernoulli
 from training import atomic, config as config_lib, data as data_lib
-from training.compiled import backend_function
+from training.compiled import backend_function, model_function
 from training.figures import interleave_rows, save_grid
 
 
 def elbo_metrics(model, images, batch_size):
     """Single-sample ELBO terms averaged over `images` (beta = 1)."""
-    terms_fn = backend_function(model, model.elbo_terms)
+    terms_fn = model_function(model, "elbo_terms", model.elbo_terms)
     log_px, kl = [], []
     for start in range(0, len(images), batch_size):
         terms = terms_fn(images[start: start + batch_size])
@@ -45,8 +45,9 @@ def elbo_metrics(model, images, batch_size):
 
 def log_likelihood(model, images, num_samples, max_batch, verbose=True):
     """Per-image importance-sampled log p(x) with `num_samples` samples, chunked by `max_batch`."""
-    lse_fn = backend_function(
-        model, lambda x, s: ops.logsumexp(model.log_importance_weights(x, s), axis=1), static_argnums=(1,)
+    lse_fn = model_function(
+        model, "log_sum_exp_importance_weights",
+        lambda x, s: ops.logsumexp(model.log_importance_weights(x, s), axis=1), static_argnums=(1,)
     )
     sample_chunk = min(num_samples, max_batch)
     images_per_call = max(1, max_batch // num_samples)
