@@ -27,6 +27,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from speed import matmul_flops  # noqa: E402  (benchmarks/ is sys.path[0] when run as a script)
 from training import atomic  # noqa: E402
 from training.optimizers import AdamNormGrad  # noqa: E402
 
@@ -47,7 +48,8 @@ def timed(fn, repeats):
     return statistics.median(times)
 
 
-def matmul_rate(m, k, n, repeats, calls=100):
+def small_matmul_rate(m, k, n, repeats, calls=100):
+    """GFLOP/s of an m x k x n matmul called `calls` times in one graph loop (the step's regime)."""
     a, b = tf.random.normal((m, k)), tf.random.normal((k, n))
 
     @tf.function
@@ -110,15 +112,15 @@ def main():
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
-    big = [matmul_rate(2048, 2048, 2048, args.repeats, calls=5)]
+    big = [matmul_flops(repeats=args.repeats) / 1e9]  # the reference rate speed.py's fractions use
     report = {"backend": "tensorflow (no Keras in the step)", "tensorflow": tf.__version__,
               "machine": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
               "step_gflop": STEP_FLOP / 1e9,
-              "matmul_100x784x600_gflops_per_s": matmul_rate(BATCH, PIXELS, 2 * HIDDEN, args.repeats),
+              "matmul_100x784x600_gflops_per_s": small_matmul_rate(BATCH, PIXELS, 2 * HIDDEN, args.repeats),
               "steps": {}}
     for update in ("sgd", "adam", "adam_norm_grad"):
         report["steps"][update] = mlp_epoch_rate(update, args.repeats)
-        big.append(matmul_rate(2048, 2048, 2048, args.repeats, calls=5))  # re-measured: load drifts
+        big.append(matmul_flops(repeats=args.repeats) / 1e9)  # re-measured: load drifts
     peak = statistics.median(big)
     report["matmul_2048_gflops_per_s"] = big
     report["matmul_100x784x600_fraction"] = report["matmul_100x784x600_gflops_per_s"] / peak

@@ -87,7 +87,7 @@ def train(config, run_dir, resume=False, run_evaluation=True, extra_callbacks=()
         model.fit(
             data_lib.train_dataset(splits, config.train.batch_size, config.seed, initial_epoch, epochs,
                                    index_draws=model.prior.batch_index_draws()),
-            steps_per_epoch=data_lib.steps_per_epoch(splits, config.train.batch_size),
+            steps_per_epoch=steps,
             epochs=epochs,
             initial_epoch=initial_epoch,
             validation_data=data_lib.eval_dataset(splits.validation, config.train.eval_batch_size),

@@ -10,13 +10,13 @@ def _backend_adam():
     On PyTorch, `keras.optimizers.Adam(...)` turns into a fused `torch._foreach` implementation, but only
     when instantiated as exactly `Adam`; a subclass falls back to one small update per tensor, which made
     the optimizer most of the PyTorch MLP step (7.6 ms of it). Subclassing the fused class keeps it."""
-    if keras.backend.backend() == "torch":
-        try:
-            from keras.src.backend.torch.optimizers.torch_adam import Adam
-            return Adam
-        except ImportError:  # a Keras without it: the generic (correct, slower) path
-            pass
-    return keras.optimizers.Adam
+    if keras.backend.backend() != "torch":
+        return keras.optimizers.Adam
+    try:
+        from keras.src.backend.torch.optimizers.torch_adam import Adam
+    except ImportError:  # a Keras without it: the generic (correct, slower) path
+        return keras.optimizers.Adam
+    return Adam
 
 
 @keras.saving.register_keras_serializable(package="vae_zoo")
