@@ -26,7 +26,9 @@ sys.path.insert(0, str(ROOT))
 
 import keras  # noqa: E402
 
-from training import atomic, config as config_lib, evaluate, fit  # noqa: E402
+from training import config as config_lib, evaluate, fit  # noqa: E402
+
+from zoo import atomic  # noqa: E402
 
 KS = ("3", "5", "7", "9", "11", "13", "15")
 MODES = ("none", "posterior", "prior_kernel")

@@ -28,7 +28,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from speed import matmul_flops  # noqa: E402  (benchmarks/ is sys.path[0] when run as a script)
-from training import atomic  # noqa: E402
+from zoo import atomic  # noqa: E402
 from training.optimizers import AdamNormGrad  # noqa: E402
 
 BATCH, STEPS, HIDDEN, LATENT, PIXELS = 100, 70, 300, 40, 784

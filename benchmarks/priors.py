@@ -29,15 +29,16 @@ sys.path.insert(0, str(ROOT))
 import keras  # noqa: E402
 
 from speed import EpochTimer  # noqa: E402  (benchmarks/ is sys.path[0] when run as a script)
-from training import atomic, config as config_lib, data as data_lib, evaluate, fit  # noqa: E402
+from evaluation import density  # noqa: E402
+from training import config as config_lib, data as data_lib, fit  # noqa: E402
+from zoo import atomic  # noqa: E402
 
-PRIORS = {
-    "standard": ["model.prior.name=standard_normal"],
-    "vampprior": ["model.prior.name=vampprior", "model.prior.components=500"],
+PRIORS = {  # each replaces the whole model.prior section of zoo/bype_vae.yaml
+    "standard": ["model.prior=standard_normal"],
+    "vampprior": ["model.prior={name: vampprior, components: 500}"],
     "bype": ["model.prior.name=bype", "model.prior.components=500"],
-    "exemplar_exact": ["model.prior.name=exemplar", "model.prior.components=3500", "model.prior.exemplar.mode=exact"],
-    "exemplar_retrieval": ["model.prior.name=exemplar", "model.prior.components=3500",
-                           "model.prior.exemplar.mode=retrieval", "model.prior.exemplar.k=10"],
+    "exemplar_exact": ["model.prior={name: exemplar, components: 3500, mode: exact}"],
+    "exemplar_retrieval": ["model.prior={name: exemplar, components: 3500, mode: retrieval, k: 10}"],
 }
 
 
@@ -70,7 +71,7 @@ def bench_prior(key, epochs, warmup, iwae_samples, iwae_images, extra, timing_on
     start = time.perf_counter()
     config.evaluate.num_samples = iwae_samples
     config.evaluate.max_examples = iwae_images
-    metrics = evaluate.evaluate(model, splits.test, config.evaluate, verbose=False)
+    metrics = density.evaluate(model, splits.test, config.evaluate, verbose=False)
     result.update({k: metrics[k] for k in metrics if k.startswith(("nll", "negative_elbo", "kl", "reconstruction"))})
     result["iwae_seconds"] = time.perf_counter() - start
     result["num_test_images"] = metrics["num_examples"]

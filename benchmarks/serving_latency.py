@@ -26,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from training import atomic  # noqa: E402
+from zoo import atomic  # noqa: E402
 
 TIMER = textwrap.dedent("""
     import json, statistics, sys, time

@@ -30,7 +30,8 @@ import numpy as np  # noqa: E402
 from keras import ops  # noqa: E402
 
 from layers.gated import GatedDense  # noqa: E402
-from training import atomic, config as config_lib, data as data_lib, evaluate, fit  # noqa: E402
+from training import config as config_lib, data as data_lib, fit  # noqa: E402
+from zoo import atomic  # noqa: E402
 
 CONFIGS = {
     "vae/standard": "standard_vae.yaml",
@@ -126,9 +127,9 @@ def bench_config(key, epochs, iwae_images, iwae_samples, overrides):
                                                                         images[:per_call_images], c)
                                    for c in set(chunk_sizes))
         macs = macs_per_image_block * len(images) / per_call_images
-        evaluate.log_likelihood(model, images[:per_call_images], chunk, max_batch, verbose=False)  # compile
+        model.log_likelihood(images[:per_call_images], chunk, max_batch)  # compile
         start = time.perf_counter()
-        ll = evaluate.log_likelihood(model, images, iwae_samples, max_batch, verbose=False)
+        ll = model.log_likelihood(images, iwae_samples, max_batch)
         seconds = time.perf_counter() - start
         result["iwae"] = {"images": len(images), "samples": iwae_samples, "seconds": seconds,
                           "gflops_per_s": 2 * macs / seconds / 1e9, "nll_after_training": float(-ll.mean())}

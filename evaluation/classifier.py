@@ -24,7 +24,7 @@ import keras
 import numpy as np
 
 from evaluation.common import derive_seed, predict
-from training import atomic
+from zoo import atomic
 
 VERSION = "grey-cnn-v1"
 IMAGE_SIZE = 28

@@ -5,7 +5,7 @@ import zlib
 import numpy as np
 from keras import ops
 
-from training.compiled import backend_function
+from zoo.compiled import backend_function
 
 
 class Skipped(Exception):

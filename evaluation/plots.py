@@ -9,7 +9,7 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from training import atomic  # noqa: E402
+from zoo import atomic  # noqa: E402
 
 
 def _save(figure, path):

@@ -1,6 +1,6 @@
 """Run the chosen metrics on a trained model and write the report into its run directory.
 
-    metrics.json   density numbers at the top level (as `training.evaluate` always wrote them), one section
+    metrics.json   density numbers at the top level (as `evaluation.density` writes them), one section
                    per other metric, `skipped` {metric: reason}, `evaluation` (seed, backend, seconds);
                    merged with what an earlier evaluation of the run wrote, so metrics can be added one at
                    a time
@@ -25,7 +25,7 @@ from evaluation import active_units as au, curves, knn, plots, samples, tsne
 from evaluation.augmentation import AugmentationOptions, augmentation
 from evaluation.common import ModelFunctions, Skipped, derive_seed, reseed, subset
 from evaluation.data import evaluation_data
-from training import atomic
+from zoo import atomic
 
 METRICS = ("nll", "active_units", "knn", "tsne", "samples", "augmentation", "fid", "curves")
 
@@ -94,7 +94,7 @@ class Context:
 
 # --- one function per metric: returns its metrics.json section or raises Skipped -------------------------
 def run_nll(ctx):
-    from training import evaluate as density
+    from evaluation import density
 
     images = ctx.splits.test if ctx.config.evaluate.split == "test" else ctx.splits.validation
     out = {"split": ctx.config.evaluate.split, "backend": keras.backend.backend()}

@@ -39,7 +39,7 @@ import keras
 import numpy as np
 
 from exports.signatures import SIGNATURES, ServingFunctions, signature_names
-from training import atomic
+from zoo import atomic
 
 WARMUP_FILE = "tf_serving_warmup_requests"
 EXPORT_INFO_FILE = "export.json"
@@ -70,14 +70,11 @@ def load_source(source, sha256=None):
     """(model, info) for a run directory (config.yaml + weights) or a preset name / folder / URL (+ sha256)."""
     path = Path(str(source)).expanduser()
     if path.is_dir() and (path / "config.yaml").exists() and not (path / "metadata.json").exists():
-        from training import config as config_lib, data as data_lib
-        from training.evaluate import weights_of
-        from zoo.builder import build_model
+        from training import config as config_lib
+        from training.checkpoints import load_run_model
 
         config = config_lib.load(path / "config.yaml")
-        splits = data_lib.load_splits(config.data)  # image shape and training-set size of the run
-        model = build_model(config.model, splits.image_shape, seed=config.seed, num_train=len(splits.train))
-        model.load_weights(weights_of(path))
+        model = load_run_model(path)  # from the run's config.json: no dataset is loaded
         metrics_file = path / "metrics.json"
         info = {"source": "run", "path": str(path.resolve()), "name": config.name,
                 "metrics": json.loads(metrics_file.read_text()) if metrics_file.exists() else None,
@@ -85,9 +82,12 @@ def load_source(source, sha256=None):
         return model, info
     from zoo.presets import load_preset
 
+    from training import config as config_lib
+
     preset = load_preset(source, sha256=sha256)
+    recipe = config_lib.load(preset.path / "config.yaml")
     info = {"source": "preset", "path": str(preset.path), "name": preset.name, "metrics": preset.metadata["metrics"],
-            "evaluate_max_batch": preset.config.evaluate.max_batch}
+            "evaluate_max_batch": recipe.evaluate.max_batch}
     return preset.model, info
 
 

@@ -3,7 +3,7 @@
 import numpy as np
 from PIL import Image
 
-from training import atomic
+from zoo import atomic
 
 
 def image_grid(images, columns):

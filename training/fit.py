@@ -3,7 +3,8 @@
     python -m training.fit zoo/quickstart.yaml [--set train.epochs=3 --set model.prior.components=50]
     python -m training.fit --resume runs/quickstart-20261120-101500 [--set train.epochs=400]
 
-A run directory holds config.yaml, history.csv, tensorboard/, checkpoint/ (resumable: weights, optimizer
+A run directory holds config.yaml (the run config), config.json (the Keras model config: architecture,
+image shape, training-set size, likelihood and prior), history.csv, tensorboard/, checkpoint/ (resumable: weights, optimizer
 state, RNG state, epoch and early-stopping counters), best.weights.h5, model.weights.h5 (the best
 validation weights, restored at the end), metrics.json and PNG grids of samples and reconstructions.
 The backend is chosen with KERAS_BACKEND=tensorflow|jax|torch.
@@ -11,14 +12,18 @@ The backend is chosen with KERAS_BACKEND=tensorflow|jax|torch.
 
 import argparse
 import datetime
+import json
 import sys
 from pathlib import Path
 
 import keras
 
-from training import callbacks as cb, checkpoints, config as config_lib, data as data_lib, evaluate
+from evaluation import density
+from training import callbacks as cb, checkpoints, config as config_lib, data as data_lib
 from training.optimizers import build_optimizer
-from zoo.builder import build_model
+from training.procedures import PROCEDURES, callbacks_for_prior
+from zoo import atomic
+from zoo.base import build_model
 
 
 def make_run_dir(config, requested=None):
@@ -55,11 +60,14 @@ def train(config, run_dir, resume=False, run_evaluation=True, extra_callbacks=()
     splits = data_lib.load_splits(config.data)
     model = build_model(config.model, splits.image_shape, seed=config.seed, num_train=len(splits.train))
     model.prior.initialize_from_data(splits.train, seed=config.seed)
+    model.procedure = PROCEDURES.build(config.train.procedure)
+    atomic.write_text(run_dir / "config.json", json.dumps(keras.saving.serialize_keras_object(model), indent=2) + "\n")
     jit = {"auto": "auto", "true": True, "false": False}[config.train.jit_compile]
     steps = data_lib.steps_per_epoch(splits, config.train.batch_size)
     model.compile(optimizer=build_optimizer(config.train), jit_compile=jit,
                   steps_per_execution=_steps_per_execution(config.train, steps))
-    print(f"{config.name}: {config.model.architecture} / {config.model.prior.name} prior / {config.model.likelihood} "
+    print(f"{config.name}: {config.model.architecture} / {config.model.prior.name} prior / "
+          f"{config.model.likelihood.name} likelihood / {config.train.procedure.name} procedure "
           f"on {splits.name} {splits.image_shape}, {len(splits.train)} train images, "
           f"{model.count_params():,} parameters, backend {keras.backend.backend()}, run dir {run_dir}")
 
@@ -74,7 +82,8 @@ def train(config, run_dir, resume=False, run_evaluation=True, extra_callbacks=()
 
     callbacks = [
         *extra_callbacks,
-        *model.training_callbacks(splits, config.train),
+        *callbacks_for_prior(model, splits, config.train),
+        *model.procedure.callbacks(model, splits, config.train),
         cb.KLWarmup(config.train.warmup_epochs),
         cb.NonFiniteGuard(),
         early_stopping,
@@ -99,7 +108,7 @@ def train(config, run_dir, resume=False, run_evaluation=True, extra_callbacks=()
         model.load_weights(run_dir / "best.weights.h5")
         print(f"restored the best weights (epoch {early_stopping.best_epoch}, val_loss {early_stopping.best:.4f})")
     checkpoints.save_weights(model, run_dir / "model.weights.h5")
-    metrics = evaluate.run(run_dir, model, splits, config) if run_evaluation else None
+    metrics = density.run(run_dir, model, splits, config) if run_evaluation else None
     return model, metrics
 
 

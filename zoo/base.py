@@ -1,31 +1,75 @@
-"""`LatentVariableModel`: what every VAE of the zoo shares (objective, trackers, generation API).
+"""`LatentVariableModel`: what every VAE of the zoo shares (objective, trackers, generation, the IWAE
+log-likelihood, Keras serialization, presets).
 
-Architectures subclass it and implement `encode`, `elbo_terms`, `log_importance_weights`, `decode` and
-`reconstruct`; the prior is a separate layer with `log_prob` / `sample`, attached to the top encoder.
+Architectures subclass it, register with `ARCHITECTURES`, and implement `encode`, `elbo_terms`,
+`log_importance_weights`, `decode` and `reconstruct`; the prior is a separate layer with `log_prob` /
+`sample`, attached to the top encoder; the likelihood is the decoder's output head.
 """
 
+import dataclasses
+import math
+from dataclasses import dataclass
+
 import keras
+import numpy as np
 from keras import ops
 
+from layers.likelihoods import LIKELIHOODS
+from layers.priors import PRIORS
 from layers.priors.mixture import split_seed
-from training.steps import SteppedModel
+from layers.registry import Registry, choice, option
+from zoo.compiled import model_function
+from zoo.stepped_model import SteppedModel
+
+ARCHITECTURES = Registry("architecture", package="zoo.architectures", key="architecture", section="model")
+
+
+@dataclass
+class ModelConfig:
+    """The `model` section every architecture shares; an architecture with more options subclasses it."""
+
+    latent_dim: int = option(40, minimum=1)
+    """Size of z (vae) and of both z1 and z2 (hvae, conv_hvae)."""
+    hidden_units: int = option(300, minimum=1)
+    """Width of the gated dense layers."""
+    likelihood: object = choice(LIKELIHOODS, "bernoulli")
+    """p(x | z): a section {name: ..., options} or just the name."""
+    prior: object = choice(PRIORS, "standard_normal")
+    """p(z) of the top latent: a section {name: ..., options} or just the name."""
+
+
+NESTED_LAYERS = ("likelihood", "prior")
+DEFAULT_IWAE_MAX_BATCH = 5000
 
 
 class LatentVariableModel(SteppedModel):
-    """Base of VAE, HVAE and ConvHVAE.
+    """Base of every architecture.
 
     Args:
         image_shape: (H, W, C).
         latent_dim: size of the (top) latent.
         likelihood: a `layers.likelihoods.Likelihood`.
         prior: a `layers.priors.Prior` over the top latent.
+        hidden_units: width of the gated dense layers.
         seed: seed of the model's `SeedGenerator` (reparameterisation noise).
+        num_train: size of the training set the model was built for (recorded; priors over the training
+            set also take it).
+
+    Example:
+        model = LatentVariableModel.from_preset("vamp_vae_mnist10k")
+        log_px = model.log_likelihood(images, num_samples=5000)
     """
 
-    def __init__(self, image_shape, latent_dim, likelihood, prior, seed=0, **kwargs):
+    likelihood_head = "dense"  # "conv": the likelihood reads feature maps (ConvHVAE)
+
+    def __init__(self, image_shape, latent_dim, likelihood, prior, hidden_units=300, seed=0, num_train=None,
+                 **kwargs):
         super().__init__(**kwargs)
         self.image_shape = tuple(image_shape)
         self.latent_dim = latent_dim
+        self.hidden_units = hidden_units
+        self.seed = seed
+        self.num_train = num_train
         self.likelihood = likelihood
         self.prior = prior
         self.seed_generator = keras.random.SeedGenerator(seed)
@@ -76,10 +120,6 @@ class LatentVariableModel(SteppedModel):
         """log p(z): the prior's training form inside a training step, its evaluation form otherwise."""
         return self.prior.log_prob(z) if batch is None else self.prior.training_log_prob(z, batch)
 
-    def training_callbacks(self, splits, train_config):
-        """Callbacks the model's training procedure adds to `fit` (the prior's, e.g. a coreset phase)."""
-        return self.prior.training_callbacks(self, splits, train_config)
-
     def sample(self, num_samples, seed=None):
         """Images from the generative model: z ~ p(z), x = E[x | z]."""
         prior_seed, decode_seed = split_seed(self.seed_generator if seed is None else seed, 2)
@@ -95,3 +135,85 @@ class LatentVariableModel(SteppedModel):
 
     def call(self, x):
         return self.reconstruct(x)
+
+    # --- the importance-sampled log-likelihood (the one IWAE estimator) ----------------------------------
+    def log_likelihood_estimate(self, x, num_samples):
+        """In-graph IWAE estimate log (1/S) sum_s p(x, z_s) / q(z_s | x) per image (Burda et al.; VampPrior
+        paper Eq. 19). `num_samples` may be symbolic (SavedModel signatures): S is counted from the weights."""
+        log_w = self.log_importance_weights(x, num_samples)
+        log_s = ops.log(ops.sum(ops.ones_like(log_w[:1]), axis=1))
+        return ops.logsumexp(log_w, axis=1) - log_s
+
+    def log_likelihood(self, images, num_samples, max_batch=DEFAULT_IWAE_MAX_BATCH, progress=None):
+        """Per-image IWAE log p(x) (float64 NumPy) with `num_samples` samples, at most `max_batch` (image,
+        sample) pairs per compiled call, merged in log space, so memory is bounded for any S.
+
+        `progress` is called with the number of images finished after each group (a progress bar)."""
+        estimate = model_function(self, "log_likelihood_estimate", self.log_likelihood_estimate, static_argnums=(1,))
+        sample_chunk = min(num_samples, max_batch)
+        images_per_call = max(1, max_batch // num_samples)
+        result = np.empty(len(images), dtype="float64")
+        for start in range(0, len(images), images_per_call):
+            x = images[start: start + images_per_call]
+            log_sum = np.full(len(x), -np.inf)
+            for done in range(0, num_samples, sample_chunk):
+                s = min(sample_chunk, num_samples - done)
+                chunk = ops.convert_to_numpy(estimate(x, s)).astype("float64") + math.log(s)
+                log_sum = np.logaddexp(log_sum, chunk)
+            result[start: start + len(x)] = log_sum - math.log(num_samples)
+            if progress is not None:
+                progress(len(x))
+        if not np.all(np.isfinite(result)):
+            bad = int(np.sum(~np.isfinite(result)))
+            raise FloatingPointError(f"log-likelihood is not finite for {bad} of {len(result)} images")
+        return result
+
+    # --- building from a config section, Keras serialization, presets --------------------------------
+    @classmethod
+    def options_fields(cls):
+        """The architecture's own options (its config section without the nested likelihood and prior)."""
+        return [f.name for f in dataclasses.fields(cls.Config) if f.name not in NESTED_LAYERS]
+
+    def get_config(self):
+        config = {"name": self.name, "trainable": self.trainable, "image_shape": list(self.image_shape),
+                  "seed": self.seed, "num_train": self.num_train}
+        config.update({key: getattr(self, key) for key in self.options_fields()})
+        config.update({key: keras.saving.serialize_keras_object(getattr(self, key)) for key in NESTED_LAYERS})
+        return config
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        for key in NESTED_LAYERS:
+            if isinstance(config[key], dict):  # built by the model's own first pass, as when built from YAML
+                layer_config = {k: v for k, v in config[key].items() if k != "build_config"}
+                config[key] = keras.saving.deserialize_keras_object(layer_config, custom_objects=custom_objects)
+        config.pop("dtype", None)
+        return cls(**config)
+
+    @classmethod
+    def from_preset(cls, name_or_path, sha256=None, cache_dir=None):
+        """The ready model of a preset (a registered name, a preset folder, or a URL with `sha256`).
+
+        Called on a subclass, the preset must hold that architecture."""
+        from zoo.presets import load_preset
+
+        model = load_preset(name_or_path, sha256=sha256, cache_dir=cache_dir).model
+        if not isinstance(model, cls):
+            raise TypeError(f"preset '{name_or_path}' holds a {type(model).__name__}, not a {cls.__name__}; "
+                            f"load it with LatentVariableModel.from_preset or {type(model).__name__}.from_preset")
+        return model
+
+
+def build_model(options, image_shape, seed=0, num_train=None):
+    """The Keras model a validated `model` section describes (architecture x likelihood x prior).
+
+    `num_train` (the training-set size N) is needed by priors defined over the training set (exemplar,
+    bype); a run's `fit` passes it, and the model records it."""
+    cls = ARCHITECTURES[options.architecture]
+    likelihood = LIKELIHOODS.build(options.likelihood, image_shape=image_shape, head=cls.likelihood_head,
+                                   name="likelihood")
+    prior = PRIORS.build(options.prior, latent_dim=options.latent_dim, image_shape=image_shape,
+                         num_train=num_train, seed=seed, name="prior")
+    return ARCHITECTURES.build(options, image_shape=image_shape, likelihood=likelihood, prior=prior, seed=seed,
+                               num_train=num_train, name=options.architecture)

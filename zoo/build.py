@@ -23,8 +23,10 @@ import keras
 import numpy as np
 from keras import ops
 
-from training import atomic, config as config_lib, data as data_lib
-from zoo.presets import FORMAT_VERSION, PRETRAINED_DIR, RECIPES, REPO_ROOT, file_sha256, model_card
+from training import config as config_lib, data as data_lib
+
+from zoo import atomic
+from zoo.presets import FORMAT_VERSION, PRETRAINED_DIR, RECIPES, REPO_ROOT, file_sha256, model_card, write_checksums
 
 REFERENCE_IMAGES = 8
 
@@ -84,12 +86,17 @@ def reference_outputs(model, images):
 
 def package(recipe, config, run_dir, out_dir):
     """Write the preset folder for the finished run `run_dir` atomically; return it."""
-    from zoo.builder import build_model
+    from zoo.base import build_model
 
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     splits = data_lib.load_splits(config.data)
     model = build_model(config.model, splits.image_shape, seed=config.seed, num_train=len(splits.train))
     model.load_weights(run_dir / "model.weights.h5")
+    return write_preset(recipe, config, model, run_dir, splits, out_dir)
+
+
+def write_preset(recipe, config, model, run_dir, splits, out_dir):
+    """The preset folder of a trained `model` (format in zoo/presets.py), written atomically."""
     metrics = json.loads((run_dir / "metrics.json").read_text())
     epochs_run, best_epoch, best_val_loss = history_summary(run_dir)
     import tensorflow as tf
@@ -102,7 +109,7 @@ def package(recipe, config, run_dir, out_dir):
         "architecture": config.model.architecture,
         "prior": config.model.prior.name,
         "prior_components": model.prior.num_components,
-        "likelihood": config.model.likelihood,
+        "likelihood": config.model.likelihood.name,
         "latent_dim": config.model.latent_dim,
         "dataset": config.data.name,
         "preprocessing": config.data.preprocessing,
@@ -130,7 +137,8 @@ def package(recipe, config, run_dir, out_dir):
     reference = reference_outputs(model, splits.test[:REFERENCE_IMAGES])
     with atomic.write_dir(out_dir) as tmp:
         os.chmod(tmp, 0o755)  # a temporary folder is private; a preset folder is not
-        shutil.copyfile(run_dir / "config.yaml", tmp / "config.yaml")
+        config_lib.save(config, tmp / "config.yaml")
+        (tmp / "config.json").write_text(json.dumps(keras.saving.serialize_keras_object(model), indent=2) + "\n")
         weights = tmp / "model.weights.h5"
         model.save_weights(weights)  # from an uncompiled model: no optimizer state, a third of the run's file
         metadata["weights_bytes"] = weights.stat().st_size
@@ -141,6 +149,7 @@ def package(recipe, config, run_dir, out_dir):
                 shutil.copyfile(run_dir / figure, tmp / figure)
         (tmp / "metadata.json").write_text(json.dumps(metadata, indent=2) + "\n")
         (tmp / "README.md").write_text(model_card(metadata))
+        write_checksums(tmp)
     print(f"preset {recipe.name} written to {out_dir} (test NLL {metrics['nll']:.2f}, "
           f"{metadata['weights_bytes'] / 1e6:.1f} MB of weights)")
     return out_dir

@@ -1,18 +1,23 @@
 """Pretrained presets: the registry of recipes, and loading a preset from the repository, a folder or a URL.
 
     model = zoo.load("vamp_vae_mnist10k")                     # shipped in zoo/pretrained/
+    model = LatentVariableModel.from_preset("vamp_vae_mnist10k")  # the same, as a class method
     model = zoo.load("path/to/preset_folder")                  # any preset folder
     model = zoo.load("https://host/p.tar.gz", sha256="...")   # an archive, checked and cached
     zoo.list()                                                 # what is shipped, with measured metrics
 
-A preset is a folder (format 1):
-  metadata.json     the model card's data: architecture, prior, data, training-set size, the command that
-                    trained it, the test metrics `training.evaluate` measured, sha256 of the weights
-  config.yaml       the validated run config it was trained with
+A preset is a folder in the keras-hub layout (format 2):
+  config.json       the Keras model config (`keras.saving.serialize_keras_object(model)`): architecture,
+                    image shape, training-set size, likelihood and prior, nested; the model is rebuilt from it
   model.weights.h5  Keras weights; the prior's state (pseudo-inputs, pseudocoreset points and weights,
                     exemplar caches) lives in the prior layer's variables, so it is in this file
+  metadata.json     the model card's data: data set, the command that trained it, the test metrics
+                    `training.evaluate` measured
+  README.md         the model card
+  config.yaml       the YAML recipe: the validated run config it was trained with
   reference.npz     fixed inputs and the outputs of deterministic functions (cross-backend check)
-  README.md         the model card; samples.png and reconstructions.png from the run
+  samples.png, reconstructions.png   from the run
+  SHA256SUMS        sha256 of every other file (`sha256sum -c SHA256SUMS` checks a copy by hand)
 
 Adding a preset is one `Recipe` in `RECIPES` plus `python -m zoo.build NAME` (see zoo/build.py).
 """
@@ -24,11 +29,12 @@ import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CACHE_SUBDIR = "vae_zoo_presets"
-PRESET_FILES = ("metadata.json", "config.yaml", "model.weights.h5")
+PRESET_FILES = ("config.json", "model.weights.h5", "metadata.json", "README.md", "config.yaml")
+CHECKSUMS_FILE = "SHA256SUMS"
 
 
 class PresetError(ValueError):
@@ -113,13 +119,13 @@ RECIPES = {r.name: r for r in [
 
 @dataclass
 class Preset:
-    """A loaded preset: the ready Keras model, its metadata (model card data), config and folder."""
+    """A loaded preset: the ready Keras model, its metadata (model card data) and folder (the YAML
+    recipe is `path / "config.yaml"`)."""
 
     name: str
     path: Path
-    model: object
+    model: object = field(repr=False)
     metadata: dict
-    config: object = field(repr=False, default=None)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -142,16 +148,19 @@ def load_preset(name_or_path, sha256=None, cache_dir=None):
         cache_dir: download cache (default $KERAS_HOME or ~/.keras; archives go to <cache_dir>/vae_zoo_presets).
     """
     folder = resolve(name_or_path, sha256=sha256, cache_dir=cache_dir)
+    verify(folder)
     metadata = read_metadata(folder)
-    verify(folder, metadata)
+    import keras
 
-    from training import config as config_lib
-    from zoo.builder import build_model
+    from zoo.base import ARCHITECTURES
 
-    config = config_lib.load(folder / "config.yaml")
-    model = build_model(config.model, tuple(metadata["image_shape"]), seed=config.seed, num_train=metadata["num_train"])
+    ARCHITECTURES.names()  # every registered class is importable by its Keras name
+    try:
+        model = keras.saving.deserialize_keras_object(json.loads((folder / "config.json").read_text()))
+    except (TypeError, ValueError) as error:
+        raise PresetError(f"{folder / 'config.json'} does not describe a model this code can build: {error}") from error
     model.load_weights(folder / "model.weights.h5")
-    return Preset(name=metadata["name"], path=folder, model=model, metadata=metadata, config=config)
+    return Preset(name=metadata["name"], path=folder, model=model, metadata=metadata)
 
 
 def list_presets():
@@ -215,7 +224,7 @@ def fetch(url, sha256, cache_dir=None):
                           "a download is never loaded unchecked")
     import keras
 
-    from training import atomic
+    from zoo import atomic
 
     sha256 = sha256.lower()
     if cache_dir is not None:
@@ -265,15 +274,36 @@ def read_metadata(folder):
     return metadata
 
 
-def verify(folder, metadata):
-    """The weights file must be exactly the one the metadata describes (no truncated or swapped files)."""
-    weights = Path(folder) / "model.weights.h5"
-    digest = file_sha256(weights)
-    if digest != metadata["weights_sha256"]:
-        raise PresetError(
-            f"{weights} has sha256 {digest}, but metadata.json records {metadata['weights_sha256']}: the file is "
-            "corrupted, partial, or a Git LFS pointer; re-download the preset or rebuild it with python -m zoo.build"
-        )
+def write_checksums(folder):
+    """SHA256SUMS over every other file of the folder, in `sha256sum` format."""
+    folder = Path(folder)
+    lines = [f"{file_sha256(p)}  {p.name}" for p in sorted(folder.iterdir()) if p.is_file() and p.name != CHECKSUMS_FILE]
+    (folder / CHECKSUMS_FILE).write_text("\n".join(lines) + "\n")
+
+
+def verify(folder):
+    """Every file of the preset must be exactly the one SHA256SUMS records (no truncated or swapped files)."""
+    folder = Path(folder)
+    sums = folder / CHECKSUMS_FILE
+    if not sums.exists():
+        raise PresetError(f"{folder} has no {CHECKSUMS_FILE}: not a preset of format {FORMAT_VERSION}; "
+                          "rebuild it with python -m zoo.build")
+    recorded = {}
+    for line in sums.read_text().splitlines():
+        digest, _, name = line.partition("  ")
+        recorded[name] = digest
+    missing = [f for f in PRESET_FILES if f not in recorded]
+    if missing:
+        raise PresetError(f"{sums} lists no checksum for {', '.join(missing)}; rebuild the preset with python -m zoo.build")
+    for name, digest in recorded.items():
+        path = folder / name
+        if not path.exists():
+            raise PresetError(f"{folder} is not a complete preset: missing {name} (listed in {CHECKSUMS_FILE})")
+        found = file_sha256(path)
+        if found != digest:
+            raise PresetError(
+                f"{path} has sha256 {found}, but {CHECKSUMS_FILE} records {digest}: the file is corrupted, partial, "
+                "or a Git LFS pointer; re-download the preset or rebuild it with python -m zoo.build")
 
 
 def file_sha256(path, chunk=1 << 20):
@@ -286,7 +316,7 @@ def file_sha256(path, chunk=1 << 20):
 
 def archive(folder, out_path):
     """Pack a preset folder as a .tar.gz (for hosting) atomically; return its sha256."""
-    from training import atomic
+    from zoo import atomic
 
     folder = Path(folder)
     read_metadata(folder)
@@ -343,7 +373,10 @@ wrote at the end of that run.
 
 ## Files
 
-- `model.weights.h5` ({m['weights_bytes']:,} bytes, sha256 `{m['weights_sha256']}`)
-- `config.yaml` (the validated config), `metadata.json`, `reference.npz` (cross-backend check), `samples.png`, `reconstructions.png`
+- `config.json` (the Keras model config), `model.weights.h5` ({m['weights_bytes']:,} bytes, sha256 `{m['weights_sha256']}`)
+- `config.yaml` (the YAML recipe: the validated run config), `metadata.json`, `reference.npz` (cross-backend check), `samples.png`, `reconstructions.png`
+- `SHA256SUMS`: the sha256 of every file (`sha256sum -c SHA256SUMS`); loading checks them
+
+Load it with `zoo.load("{m['name']}")` or `LatentVariableModel.from_preset("{m['name']}")`.
 """
 

@@ -10,6 +10,10 @@ import math
 import keras
 from keras import ops
 
+from layers.registry import Registry
+
+PRIORS = Registry("prior", package="layers.priors", section="model.prior")
+
 
 class Prior(keras.layers.Layer):
     """Base class of p(z). Subclasses implement `log_prob` and `sample`.
@@ -51,10 +55,6 @@ class Prior(keras.layers.Layer):
         """{name: count}: training-set indices the data pipeline adds to every training batch, drawn
         uniformly with replacement per (seed, epoch, step) (the exemplar prior's candidates); none by default."""
         return {}
-
-    def training_callbacks(self, model, splits, train_config):
-        """Keras callbacks the prior's own training procedure needs inside `fit` (none by default)."""
-        return []
 
     def sample(self, num_samples, seed=None):
         raise NotImplementedError("abstract: each prior defines its sampler")

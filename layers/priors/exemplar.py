@@ -23,14 +23,16 @@ written to weight files, so checkpoints, presets and exports stay free of traini
 
 import contextlib
 import math
+from dataclasses import dataclass
 
 import keras
 import numpy as np
 from keras import ops
 
 from layers.distributions import log_mixture_isotropic, pairwise_squared_distances
-from layers.priors.base import Prior
+from layers.priors.base import PRIORS, Prior
 from layers.priors.mixture import split_seed
+from layers.registry import option
 
 MODES = ("exact", "retrieval")
 # Largest [rows x components] block the evaluation mixture materialises at once (2^24 floats = 64 MB).
@@ -63,7 +65,24 @@ def _no_grad():
     return contextlib.nullcontext()
 
 
-@keras.saving.register_keras_serializable(package="vae_zoo")
+@dataclass
+class ExemplarPriorConfig:
+    """How the mixture over training exemplars is formed while training (evaluation always uses all N)."""
+
+    components: int = option(500, minimum=1)
+    """M: exemplars re-encoded per training step (exact) or kNN candidates per step (retrieval)."""
+    mode: str = option("exact", choices=MODES)
+    """exact (M random exemplars re-encoded every step) | retrieval (kNN among the M candidates against a
+    per-epoch cache of all exemplar means, supplement Algorithm 1)."""
+    k: int = option(10, minimum=1)
+    """retrieval mode: nearest neighbours per example among the candidates."""
+    leave_one_out: bool = True
+    """Mask each training example's own exemplar (and correct the normaliser) during training."""
+    chunk_size: int = option(10000, minimum=1)
+    """Exemplars encoded at once when the cache of all N exemplar means is refreshed."""
+
+
+@PRIORS.register("exemplar", ExemplarPriorConfig)
 class ExemplarPrior(Prior):
     """p(z) = (1/N) sum_n N(z; mu(x_n), sigma^2 I) over the N training exemplars.
 
@@ -92,7 +111,7 @@ class ExemplarPrior(Prior):
             )
         if mode == "retrieval" and k > components:
             raise ValueError(
-                f"model.prior.exemplar.k={k} nearest neighbours cannot be chosen among model.prior.components="
+                f"model.prior.k={k} nearest neighbours cannot be chosen among model.prior.components="
                 f"{components} candidates; lower k or raise components"
             )
         self.image_shape = tuple(image_shape)
@@ -282,11 +301,6 @@ class ExemplarPrior(Prior):
         extended = ops.scatter_update(extended, target[:, None], ops.stop_gradient(means))
         self.cache.assign(extended[:n])
         return log_p
-
-    def training_callbacks(self, model, splits, train_config):
-        from training.exemplar import ExemplarCacheRefresh
-
-        return [ExemplarCacheRefresh(self, splits.train)]
 
     # --- sampling -----------------------------------------------------------------------------------
     def _kernel(self, means, seed):

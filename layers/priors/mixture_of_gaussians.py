@@ -1,15 +1,25 @@
 """Mixture-of-Gaussians prior with trainable means and variances (VampPrior paper's MoG baseline)."""
 
+from dataclasses import dataclass
 
 import keras
 from keras import ops
 
 from layers.distributions import log_mixture_normal_diag
-from layers.priors.base import Prior
+from layers.priors.base import PRIORS, Prior
 from layers.priors.mixture import sample_component_indices, sample_diag_normal, split_seed
+from layers.registry import option
 
 
-@keras.saving.register_keras_serializable(package="vae_zoo")
+@dataclass
+class MixtureOfGaussiansConfig:
+    components: int = option(500, minimum=1)
+    """K mixture components."""
+    learn_weights: bool = False
+    """Learn the mixture weights (True) or keep them uniform (False, as in the VampPrior paper)."""
+
+
+@PRIORS.register("mog", MixtureOfGaussiansConfig)
 class MixtureOfGaussians(Prior):
     """p(z) = sum_k pi_k N(z; mu_k, diag sigma_k^2).
 

@@ -7,16 +7,54 @@ optimizer: they are non-trainable state (saved with the weights), updated only b
 `training.coreset`, together with that update's Adam moments and step counter.
 """
 
+import dataclasses
+from dataclasses import dataclass
+
 import keras
 import numpy as np
 from keras import ops
 
 from layers.distributions import log_mixture_isotropic
-from layers.priors.base import Prior
+from layers.priors.base import PRIORS, Prior
 from layers.priors.mixture import sample_component_indices, split_seed
+from layers.registry import option
 
 
-@keras.saving.register_keras_serializable(package="vae_zoo")
+@dataclass
+class CoresetConfig:
+    """The pseudocoreset update (paper Algorithm 2, reference notes section 3.4), run by the coreset phase
+    of `training.procedures.coreset`. Defaults reproduce the official code; each option names a choice the
+    paper leaves open."""
+
+    interval: int = option(10, minimum=1)
+    """Run a coreset phase every k epochs (after epochs k, 2k, ...); 1 updates after every epoch."""
+    steps: int = option(0, minimum=0)
+    """Coreset steps per phase; 0 = one pass over the training split in train.batch_size minibatches."""
+    num_samples: int = option(500, minimum=1)
+    """S latent samples from the current pseudocoreset prior per step."""
+    step_size: float = option(0.5, exclusive_minimum=0)
+    """gamma_0 of the step-size schedule gamma_j = gamma_0 / (j + 1)."""
+    schedule: str = option("restart", choices=("restart", "continue"))
+    """restart: j counts from 0 in every phase while Adam moments persist (official code) | continue:
+    j and the bias correction keep counting across phases."""
+    potential: str = option("unit_gaussian", choices=("unit_gaussian", "likelihood"))
+    """Log-likelihood potential f(x, z): unit_gaussian (official: -1/2 ||x - mean(z)||^2, variance 1)
+    | likelihood (the model's own Gaussian / squared-error reconstruction term)."""
+    gradient_centering: str = option("pixels", choices=("pixels", "samples"))
+    """Centre the pseudo-point gradients over the pixel axis (official code) or over the S samples
+    (textbook estimator, paper Eq. 19)."""
+    clip_points: bool = False
+    """Clip pseudo-point pixels to [0, 1] after each step (the official code does not)."""
+
+
+@dataclass
+class PseudocoresetPriorConfig:
+    components: int = option(500, minimum=1)
+    """M pseudo-points."""
+    coreset: CoresetConfig = dataclasses.field(default_factory=CoresetConfig)
+
+
+@PRIORS.register("bype", PseudocoresetPriorConfig)
 class PseudocoresetPrior(Prior):
     """Weighted pseudocoreset prior with a shared isotropic kernel r(z | u) = N(mu(u), sigma^2 I).
 
@@ -26,7 +64,7 @@ class PseudocoresetPrior(Prior):
         num_train: N, the training-set size the weights sum to.
         components: M pseudo-points.
         seed: seed of the prior's own generator (log-variance init, coreset-phase sampling).
-        coreset: options of the coreset update (`training.config.CoresetConfig` as a dict).
+        coreset: options of the coreset update (`CoresetConfig` as a dict; unset keys take its defaults).
     """
 
     def __init__(self, latent_dim, image_shape, num_train, components=500, seed=0, coreset=None, **kwargs):
@@ -39,7 +77,7 @@ class PseudocoresetPrior(Prior):
         self.num_components = self.components
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
-        self.coreset = dict(coreset or {})
+        self.coreset = {**dataclasses.asdict(CoresetConfig()), **(coreset or {})}
 
     def build(self, input_shape=None):
         dim = int(np.prod(self.image_shape))
@@ -106,12 +144,6 @@ class PseudocoresetPrior(Prior):
 
     def kernel_sample(self, images, seed=None):
         return self._kernel(self._encode(ops.convert_to_tensor(images))[0], self.seed_generator if seed is None else seed)
-
-    # --- training procedure --------------------------------------------------------------------------
-    def training_callbacks(self, model, splits, train_config):
-        from training.coreset import CoresetPhase  # training depends on layers, not the other way round
-
-        return [CoresetPhase(model, splits.train, train_config.batch_size, self.coreset, self.seed)]
 
     def get_config(self):
         return {

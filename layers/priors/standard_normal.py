@@ -3,10 +3,10 @@
 import keras
 
 from layers.distributions import log_standard_normal
-from layers.priors.base import Prior
+from layers.priors.base import PRIORS, Prior
 
 
-@keras.saving.register_keras_serializable(package="vae_zoo")
+@PRIORS.register("standard_normal")
 class StandardNormal(Prior):
     """p(z) = N(z; 0, I)."""
 

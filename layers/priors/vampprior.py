@@ -1,17 +1,31 @@
 """VampPrior: a uniform mixture of the variational posteriors at K learned pseudo-inputs (Eq. 9)."""
 
 import math
+from dataclasses import dataclass
 
 import keras
 import numpy as np
 from keras import ops
 
 from layers.distributions import log_mixture_normal_diag
-from layers.priors.base import Prior
+from layers.priors.base import PRIORS, Prior
 from layers.priors.mixture import sample_diag_normal, split_seed
+from layers.registry import option
 
 
-@keras.saving.register_keras_serializable(package="vae_zoo")
+@dataclass
+class VampPriorConfig:
+    components: int = option(500, minimum=1)
+    """K pseudo-inputs."""
+    init: str = option("random", choices=("random", "training_data"))
+    """random (N(mean, std)) | training_data (K training images + N(0, 0.01))."""
+    pseudo_inputs_mean: float = 0.05
+    pseudo_inputs_std: float = option(0.01, exclusive_minimum=0)
+    trainable: bool = True
+    """False with init=training_data gives the 'VampPrior data' variant (fixed training images)."""
+
+
+@PRIORS.register("vampprior", VampPriorConfig)
 class VampPrior(Prior):
     """p(z) = (1/K) sum_k q(z | u_k), pseudo-inputs u_k image-shaped and clipped to [0, 1].
 

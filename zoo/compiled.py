@@ -8,7 +8,7 @@ and name, so a second evaluation of the same model reuses the traced / jitted on
 
 import keras
 
-from training.autodiff import BACKEND
+from layers.autodiff import BACKEND
 
 
 def backend_function(model, fn, static_argnums=()):

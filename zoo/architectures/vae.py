@@ -6,16 +6,17 @@ from keras import ops
 from layers.distributions import log_normal_diag
 from layers.gated import GatedDense
 from layers.gaussian_head import GaussianHead
-from zoo.base import LatentVariableModel
+from zoo.base import ARCHITECTURES, LatentVariableModel, ModelConfig
 from zoo.networks import gated_mlp
 
 
-@keras.saving.register_keras_serializable(package="vae_zoo")
+@ARCHITECTURES.register("vae", ModelConfig)
 class VAE(LatentVariableModel):
     """q(z|x): 2 x GatedDense(h) -> (mean, clipped log_var); p(x|z): 2 x GatedDense(h) -> likelihood head."""
 
-    def __init__(self, image_shape, latent_dim, likelihood, prior, hidden_units=300, seed=0, **kwargs):
-        super().__init__(image_shape, latent_dim, likelihood, prior, seed=seed, **kwargs)
+    def __init__(self, image_shape, latent_dim, likelihood, prior, hidden_units=300, seed=0, num_train=None, **kwargs):
+        super().__init__(image_shape, latent_dim, likelihood, prior, hidden_units=hidden_units, seed=seed,
+                         num_train=num_train, **kwargs)
         self.encoder_net = gated_mlp(hidden_units, 2, name="encoder_net")
         self.encoder_head = GaussianHead(latent_dim, name="encoder_head")
         self.decoder_net = keras.Sequential([GatedDense(hidden_units), GatedDense(hidden_units)], name="decoder_net")

@@ -11,6 +11,14 @@ after `on_epoch_begin` and `on_test_begin`).
 
 import keras
 
+from layers.priors.exemplar import ExemplarPrior
+from training.procedures.base import prior_callbacks
+
+
+@prior_callbacks(ExemplarPrior)
+def exemplar_callbacks(model, splits, train_config):
+    return [ExemplarCacheRefresh(model.prior, splits.train)]
+
 
 class ExemplarCacheRefresh(keras.callbacks.Callback):
     """Attach the training images to the prior (now, before `fit` compiles its steps) and refresh its

@@ -1,7 +1,7 @@
 """`SteppedModel`: the Keras model base class whose train and test steps run on every backend.
 
 Subclasses write `train_update(data)` and `test_update(data)` once, statefully, with
-`training.autodiff.gradient_step` / `input_gradient`, and return a dict of logs. This class adapts them
+`layers.autodiff.gradient_step` / `input_gradient`, and return a dict of logs. This class adapts them
 to each backend's trainer: TensorFlow and PyTorch call them directly; on JAX the step receives and
 returns explicit state, so the update runs inside `tracked_state`, which maps every variable (weights,
 seeds, optimizer slots, metric accumulators) to the values the JAX trainer passes in.
@@ -9,7 +9,7 @@ seeds, optimizer slots, metric accumulators) to the values the JAX trainer passe
 
 import keras
 
-from training.autodiff import BACKEND, gradient_step, tracked_state
+from layers.autodiff import BACKEND, gradient_step, tracked_state
 
 
 class SteppedModel(keras.Model):
@@ -19,8 +19,18 @@ class SteppedModel(keras.Model):
         """Return (scalar loss, dict of scalar logs); the default train/test updates use it."""
         raise NotImplementedError("abstract: models define their objective or override train_update")
 
+    procedure = None
+    """The training procedure (`training.procedures`) whose `train_update(model, data)` a train step runs;
+    None runs `objective_step`, which is the `elbo` procedure."""
+
     def train_update(self, data):
-        """One training iteration: by default one gradient step of `objective` on all trainables."""
+        """One training iteration: the attached procedure's, by default one gradient step of `objective`."""
+        if self.procedure is not None:
+            return self.procedure.train_update(self, data)
+        return self.objective_step(data)
+
+    def objective_step(self, data):
+        """One gradient step of `objective` on all trainable variables."""
         _, logs = gradient_step(lambda: self.objective(data, training=True), self.trainable_variables, self.optimizer)
         return self.update_trackers(logs)
 

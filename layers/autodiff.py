@@ -9,7 +9,7 @@ stateful style, on top of:
 - `input_gradient(fn, x)`: d sum(fn(x)) / dx, itself differentiable (gradient penalties, double
   backpropagation), also the building block of inner optimisation loops (SVI refinement);
 - `tracked_state(variables, values)`: on JAX, the scope that makes stateful code pure, so the same
-  train step runs under `jax.jit` (see `training.steps`).
+  train step runs under `jax.jit` (see `zoo.stepped_model`).
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def _jax_gradient_step(loss_fn, variables, optimizer):
     import jax
 
     if not _TRACKED:
-        raise RuntimeError("gradient_step on JAX must run inside training.autodiff.tracked_state")
+        raise RuntimeError("gradient_step on JAX must run inside layers.autodiff.tracked_state")
     all_variables, outer = _TRACKED[-1]
     differentiated = {id(v) for v in variables}
     others = [v for v in all_variables if id(v) not in differentiated]

@@ -10,7 +10,7 @@ to matrix products, so no [M, S, D] gradient tensor is ever formed:
   Centring over pixels (official code) subtracts that row's mean over D; centring over samples
   (paper Eq. 35) gives (m^T r - mean_s(m) sum_s r_s) / v instead.
 
-The official code's choices the paper leaves open are options of `CoresetConfig` (training/config.py):
+The official code's choices the paper leaves open are options of `CoresetConfig` (layers/priors/pseudocoreset.py):
 steps per phase, S, the potential's variance, the restarting step-size schedule with persistent Adam
 moments, the centring axis, and whether U is clipped.
 """
@@ -24,7 +24,9 @@ from keras import ops
 
 from layers.distributions import LOG_2PI, pairwise_squared_distances
 from layers.priors.mixture import split_seed
-from training.compiled import backend_function
+from layers.priors.pseudocoreset import PseudocoresetPrior
+from training.procedures.base import prior_callbacks
+from zoo.compiled import backend_function
 
 ADAM_BETA1, ADAM_BETA2, ADAM_EPSILON = 0.9, 0.999, 1e-8
 
@@ -179,3 +181,9 @@ class CoresetPhase(keras.callbacks.Callback):
         w = ops.convert_to_numpy(self.vae.prior.centred_weights()).astype("float64")
         logs["coreset_seconds"] = self.seconds
         logs["coreset_ess"] = float(w.sum() ** 2 / max(np.square(w).sum(), 1e-300))
+
+
+@prior_callbacks(PseudocoresetPrior)
+def coreset_callbacks(model, splits, train_config):
+    """ByPE's alternation: a coreset phase every `coreset.interval` epochs."""
+    return [CoresetPhase(model, splits.train, train_config.batch_size, model.prior.coreset, model.prior.seed)]

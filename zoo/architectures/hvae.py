@@ -1,4 +1,4 @@
-"""Two-level hierarchical VAE (VampPrior paper, Eq. 10-15), with MLP (HVAE) or conv (ConvHVAE) networks.
+"""Two-level hierarchical VAE (VampPrior paper, Eq. 10-15) with gated MLP networks.
 
 Generative model p(x | z1, z2) p(z1 | z2) p(z2); inference q(z1 | x, z2) q(z2 | x). The prior layer is
 the prior on the top latent z2.
@@ -10,11 +10,11 @@ from keras import ops
 from layers.distributions import log_normal_diag
 from layers.gated import GatedDense
 from layers.gaussian_head import GaussianHead
-from zoo.base import LatentVariableModel
-from zoo.networks import conv_decoder_trunk, conv_encoder_q_z1, conv_encoder_q_z2, conv_feature_size, gated_mlp
+from zoo.base import ARCHITECTURES, LatentVariableModel, ModelConfig
+from zoo.networks import gated_mlp
 
 
-@keras.saving.register_keras_serializable(package="vae_zoo")
+@ARCHITECTURES.register("hvae", ModelConfig)
 class HVAE(LatentVariableModel):
     """Two stochastic layers with gated MLP networks; `ConvHVAE` swaps in the gated conv networks.
 
@@ -24,8 +24,9 @@ class HVAE(LatentVariableModel):
         hidden_units: width of the gated dense layers.
     """
 
-    def __init__(self, image_shape, latent_dim, likelihood, prior, hidden_units=300, seed=0, **kwargs):
-        super().__init__(image_shape, latent_dim, likelihood, prior, seed=seed, **kwargs)
+    def __init__(self, image_shape, latent_dim, likelihood, prior, hidden_units=300, seed=0, num_train=None, **kwargs):
+        super().__init__(image_shape, latent_dim, likelihood, prior, hidden_units=hidden_units, seed=seed,
+                         num_train=num_train, **kwargs)
         h = hidden_units
         self.build_x_networks(h)
         self.q_z2_head = GaussianHead(latent_dim, name="q_z2_head")
@@ -104,14 +105,3 @@ class HVAE(LatentVariableModel):
         mean2, _ = self.encode(x)
         mean1, _ = self.q_z1(self.q_z1_x_net(x), mean2)
         return self.likelihood.mean(self.decoder_params(mean1, mean2))
-
-
-@keras.saving.register_keras_serializable(package="vae_zoo")
-class ConvHVAE(HVAE):
-    """HVAE with the reference gated conv encoders and a gated conv decoder at full resolution."""
-
-    def build_x_networks(self, h):
-        self.q_z2_net = conv_encoder_q_z2()
-        self.q_z1_x_net = conv_encoder_q_z1()
-        self.q_z1_z2_net = GatedDense(conv_feature_size(self.image_shape), name="q_z1_z2_net")
-        self.p_x_net = conv_decoder_trunk(self.image_shape)

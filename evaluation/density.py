@@ -1,0 +1,81 @@
+"""The density part of evaluation: test ELBO, RE, KL and the importance-sampled log-likelihood.
+
+log p(x) ~= logsumexp_s [log p(x, z_s) - log q(z_s | x)] - log S with S posterior samples per image
+(Burda et al.'s IWAE bound; VampPrior paper Eq. 19), computed by `model.log_likelihood` in chunks of at
+most `evaluate.max_batch` (image, sample) pairs merged in log space. `run` (called by training.fit)
+writes the density numbers with sample and reconstruction grids.
+"""
+
+import json
+import math
+import time
+
+import keras
+import numpy as np
+from keras import ops
+
+from training.figures import interleave_rows, save_grid
+from zoo import atomic
+from zoo.compiled import backend_function, model_function
+
+
+def elbo_metrics(model, images, batch_size):
+    """Single-sample ELBO terms averaged over `images` (beta = 1)."""
+    terms_fn = model_function(model, "elbo_terms", model.elbo_terms)
+    log_px, kl = [], []
+    for start in range(0, len(images), batch_size):
+        terms = terms_fn(images[start: start + batch_size])
+        log_px.append(ops.convert_to_numpy(terms["log_px"]))
+        kl.append(ops.convert_to_numpy(terms["kl"]))
+    log_px, kl = np.concatenate(log_px), np.concatenate(kl)
+    return {"negative_elbo": float(np.mean(kl - log_px)), "reconstruction": float(-np.mean(log_px)),
+            "kl": float(np.mean(kl))}
+
+
+def evaluate(model, images, evaluate_config, batch_size=500, verbose=True):
+    """All density metrics of one split as a JSON-able dict."""
+    if evaluate_config.max_examples is not None:
+        images = images[: evaluate_config.max_examples]
+    start = time.perf_counter()
+    metrics = elbo_metrics(model, images, batch_size)
+    progress = keras.utils.Progbar(len(images), unit_name="image").add if verbose else None
+    ll = model.log_likelihood(images, evaluate_config.num_samples, evaluate_config.max_batch, progress=progress)
+    metrics.update({
+        "nll": float(-np.mean(ll)),
+        "nll_standard_error": float(np.std(ll) / math.sqrt(len(ll))),
+        "num_examples": int(len(images)),
+        "num_samples": int(evaluate_config.num_samples),
+    })
+    likelihood = model.likelihood
+    offset = likelihood.log_normalizer_offset()
+    dims = likelihood.event_size
+    if offset:
+        # squared error: also report the normalised Gaussian (variance 1/2) numbers
+        metrics["nll_gaussian_normalized"] = metrics["nll"] - offset
+        metrics["negative_elbo_gaussian_normalized"] = metrics["negative_elbo"] - offset
+    if not likelihood.needs_binary_data:
+        # continuous data in [0, 1]: a density needs + D log 256 to become a probability of 8-bit pixels
+        nll = metrics.get("nll_gaussian_normalized", metrics["nll"])
+        discrete_nll = nll if likelihood.is_discrete else nll + dims * math.log(256)
+        metrics["bits_per_dim"] = discrete_nll / (dims * math.log(2))
+    metrics["seconds"] = time.perf_counter() - start
+    return metrics
+
+
+def save_figures(model, images, run_dir, seed, count=64):
+    """samples.png (from the prior) and reconstructions.png (test images above their reconstructions)."""
+    samples = ops.convert_to_numpy(model.sample(count, seed=seed))
+    save_grid(samples, run_dir / "samples.png")
+    originals = images[:32]
+    recon = ops.convert_to_numpy(backend_function(model, model.reconstruct)(originals))
+    save_grid(interleave_rows(originals, recon, 8), run_dir / "reconstructions.png")
+
+
+def run(run_dir, model, splits, config, verbose=True):
+    """Evaluate `model` on the configured split and write metrics.json and figures into `run_dir`."""
+    images = splits.test if config.evaluate.split == "test" else splits.validation
+    metrics = {"split": config.evaluate.split, "backend": keras.backend.backend()}
+    metrics.update(evaluate(model, images, config.evaluate, config.train.eval_batch_size, verbose))
+    atomic.write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    save_figures(model, images, run_dir, seed=config.seed)
+    return metrics
