@@ -27,13 +27,13 @@ def curve_groups(history):
     """{panel title: {line: (epochs 1.., values)}}: one panel per quantity, train and validation together."""
     epochs = history["epoch"] + 1 if "epoch" in history else np.arange(1, len(next(iter(history.values()))) + 1)
     groups = {}
-    for name, values in history.items():
-        if name == "epoch" or name.startswith("val_"):
+    for column, values in history.items():
+        if column == "epoch" or column.startswith("val_"):
             continue
         series = {"train": (epochs, values)}
-        if f"val_{name}" in history:
-            series["validation"] = (epochs, history[f"val_{name}"])
-        groups[name] = series
+        if f"val_{column}" in history:
+            series["validation"] = (epochs, history[f"val_{column}"])
+        groups[column] = series
     for name, values in history.items():  # validation-only columns
         if name.startswith("val_") and name[4:] not in history:
             groups[name] = {"validation": (epochs, values)}

@@ -28,6 +28,7 @@ from evaluation.data import evaluation_data
 from zoo import atomic
 
 METRICS = ("nll", "active_units", "knn", "tsne", "samples", "augmentation", "fid", "curves")
+TOP_LEVEL_SECTIONS = {"nll"}  # the density numbers sit at the top of metrics.json, as training.fit writes them
 
 
 @dataclass
@@ -229,7 +230,7 @@ def evaluate_run(run_dir, model, splits, config, metrics=METRICS, options=None, 
                 print(f"[{name}] skipped: {reason}")
             continue
         skipped.pop(name, None)
-        if name == "nll":
+        if name in TOP_LEVEL_SECTIONS:
             results.update(section)
         else:
             results[name] = section

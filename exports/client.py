@@ -108,9 +108,9 @@ def main(argv=None):
     parser.add_argument("--version", type=int, help="model version (default: the server's latest)")
     parser.add_argument("--timeout", type=float, default=60.0)
     commands = parser.add_subparsers(dest="command", required=True)
-    for name in ("sample", "sample-component"):
-        command = commands.add_parser(name, help=f"call the {name.replace('-', '_')} signature and save a grid")
-        if name == "sample-component":
+    for command_name, needs_component in (("sample", False), ("sample-component", True)):
+        command = commands.add_parser(command_name, help=f"call the {command_name.replace('-', '_')} signature and save a grid")
+        if needs_component:
             command.add_argument("--component", type=int, required=True, help="mixture component index")
         command.add_argument("--num-samples", type=int, default=16)
         command.add_argument("--seed", type=int, default=0)

@@ -71,7 +71,10 @@ class Registry:
             cls.registered_name = name
             cls.Config = config
             self._classes[name] = cls
-            self._configs[name] = config
+            # the section: the options plus the key that chose them, so two sections compare equal only
+            # when they name the same class
+            self._configs[name] = dataclasses.make_dataclass(
+                config.__name__, [(self.key, str, dataclasses.field(default=name))], bases=(config,))
             return cls
 
         return decorate
@@ -110,12 +113,23 @@ class Registry:
 
     def owners(self, field_name):
         """Registered names whose config section has `field_name` (for 'belongs to another choice' messages)."""
-        return [n for n in self.names() if field_name in {f.name for f in dataclasses.fields(self._configs[n])}]
+        return [n for n in self.names() if field_name != self.key
+                and field_name in {f.name for f in dataclasses.fields(self._configs[n])}]
+
+    def option_names(self, name):
+        """The option keys of `name`'s section (without the key that names it)."""
+        return [f.name for f in dataclasses.fields(self.config_class(name)) if f.name != self.key]
 
     def default_options(self, name):
-        options = self.config_class(name)()
-        setattr(options, self.key, name)
-        return options
+        return self.options(name)
+
+    def options(self, name, **values):
+        """The options of `name` with `values` set (unvalidated beyond the field names), e.g. for tests and
+        notebooks: `PRIORS.build(PRIORS.options("mog", components=7), latent_dim=4)`."""
+        unknown = set(values) - set(self.option_names(name))
+        if unknown:
+            raise TypeError(f"{self.kind} '{name}' has no option {sorted(unknown)}")
+        return self.config_class(name)(**values)
 
     def build(self, options, **context):
         """The registered class named by `options` (a validated section), built with `from_config`.
@@ -124,9 +138,19 @@ class Registry:
         no image shape)."""
         cls = self[getattr(options, self.key)]
         accepted = inspect.signature(cls.__init__).parameters
-        config = {**options_to_dict(options),
-                  **{k: v for k, v in context.items() if k in accepted or k == "name"}}
+        config = options_to_dict(options)
+        config.pop(self.key)
+        config.update({k: v for k, v in context.items() if k in accepted or k == "name"})
         return cls.from_config(config)
+
+
+def layer_from_config(cls, config):
+    """`cls(**config)` as Keras's `Layer.from_config` does it, without turning the constructor's own errors
+    (a missing training-set size, an impossible option) into a TypeError that prints the whole config."""
+    config = dict(config)
+    if isinstance(config.get("dtype"), dict):
+        config["dtype"] = keras.dtype_policies.deserialize(config["dtype"]).name
+    return cls(**config)
 
 
 @dataclasses.dataclass
@@ -144,7 +168,8 @@ def options_to_dict(options):
         value = getattr(options, f.name)
         registry = f.metadata.get("registry")
         if registry is not None:
-            value = {registry.key: getattr(value, registry.key), **options_to_dict(value)}
+            value = options_to_dict(value)
+            value = {registry.key: value.pop(registry.key), **value}
         elif dataclasses.is_dataclass(value):
             value = options_to_dict(value)
         elif isinstance(value, list):

@@ -16,3 +16,11 @@ def _np(x):
 def _f32(a):
     """The float64 copy of exactly the float32 values the code under test sees."""
     return np.asarray(a, dtype=np.float32).astype(np.float64)
+
+
+def build_likelihood(name, image_shape, head="dense", **options):
+    """The registered likelihood `name` with `options`, as a model builds it."""
+    from layers.likelihoods import LIKELIHOODS
+
+    return LIKELIHOODS.build(LIKELIHOODS.options(name, **options), image_shape=image_shape, head=head,
+                             name="likelihood")

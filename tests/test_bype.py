@@ -12,10 +12,11 @@ import pytest
 import tensorflow_probability as tfp
 from keras import ops
 
-from layers.priors import PseudocoresetPrior
+from layers.priors.pseudocoreset import PseudocoresetPrior
 from tests.helpers import _np, _t
 from tests.test_fit import digits_config, history
-from training import coreset, fit
+from training import fit
+from training.procedures import coreset
 
 tfd = tfp.distributions
 
@@ -200,15 +201,11 @@ def test_sampling_frequencies_follow_the_weights():
 
 
 # --- the phase inside fit -------------------------------------------------------------------------------
-def bype_config(epochs, interval=2, **coreset_options):
-    config = digits_config(prior="bype", epochs=epochs)
-    config.data.preprocessing = "continuous"
-    config.model.likelihood = "squared_error"
-    config.model.prior.coreset.interval = interval
-    config.model.prior.coreset.num_samples = 50
-    for key, value in coreset_options.items():
-        setattr(config.model.prior.coreset, key, value)
-    return config
+def bype_config(epochs, interval=2, sets=(), **coreset_options):
+    coreset_sets = [f"model.prior.coreset.{key}={value}" for key, value in coreset_options.items()]
+    return digits_config(prior="bype", epochs=epochs, sets=[
+        "data.preprocessing=continuous", "model.likelihood=squared_error", f"model.prior.coreset.interval={interval}",
+        "model.prior.coreset.num_samples=50", *coreset_sets, *sets])
 
 
 def test_training_runs_coreset_phases_every_k_epochs(tmp_path):
@@ -239,9 +236,8 @@ def test_resume_across_a_coreset_phase_is_exact(tmp_path):
 
 
 def test_likelihood_potential_needs_a_gaussian_likelihood(tmp_path):
-    config = bype_config(epochs=3, interval=1, potential="likelihood")
-    config.data.preprocessing = "dynamic_binarization"
-    config.model.likelihood = "bernoulli"
+    config = bype_config(epochs=3, interval=1, potential="likelihood",
+                         sets=["data.preprocessing=dynamic_binarization", "model.likelihood=bernoulli"])
     with pytest.raises(ValueError, match="unit_gaussian"):
         fit.train(config, tmp_path, run_evaluation=False)
 
@@ -249,10 +245,8 @@ def test_likelihood_potential_needs_a_gaussian_likelihood(tmp_path):
 @pytest.mark.parametrize("architecture,preprocessing,likelihood", [
     ("hvae", "dynamic_binarization", "bernoulli"), ("conv_hvae", "continuous", "squared_error")])
 def test_hierarchical_models_train_with_a_coreset_prior_on_z2(tmp_path, architecture, preprocessing, likelihood):
-    config = bype_config(epochs=2, interval=1, steps=3)
-    config.model.architecture = architecture
-    config.data.preprocessing = preprocessing
-    config.model.likelihood = likelihood
+    config = bype_config(epochs=2, interval=1, steps=3, sets=[
+        f"model.architecture={architecture}", f"data.preprocessing={preprocessing}", f"model.likelihood={likelihood}"])
     model, metrics = fit.train(config, tmp_path)
     rows = history(tmp_path)
     assert [float(r["coreset_seconds"]) > 0 for r in rows] == [False, True]

@@ -16,11 +16,12 @@ from evaluation import active_units as au, augmentation as aug, classifier, curv
 from evaluation.common import ModelFunctions, Skipped
 from evaluation.data import evaluation_data
 from layers.distributions import log_mixture_isotropic
-from layers.likelihoods import build_likelihood
 from layers.priors.base import Prior
 from training import config as config_lib, data as data_lib, evaluate, fit
-from zoo.builder import build_model
-from zoo.vae import VAE
+from layers.priors import PRIORS
+from tests.helpers import build_likelihood
+from zoo.architectures.vae import VAE
+from zoo.base import build_model
 
 
 @pytest.fixture(scope="module")
@@ -31,8 +32,9 @@ def digits():
 
 
 def small_vae(prior="vampprior", latent_dim=4):
+    components = {"components": 5} if prior in PRIORS.owners("components") else {}
     config = config_lib.from_dict({"model": {"latent_dim": latent_dim, "hidden_units": 32,
-                                             "prior": {"name": prior, "components": 5}}})
+                                             "prior": {"name": prior, **components}}})
     return build_model(config.model, (8, 8, 1), seed=0)
 
 
@@ -243,9 +245,11 @@ def test_every_figure_of_a_new_prior_comes_from_its_interface(digits, tmp_path):
     assert sorted(section["component_plates"]["components"]) == [0, 1, 2]
     inputs = samples.component_input_images(model.prior)
     np.testing.assert_array_equal(inputs, data.train[:3][[0, 1, 2]])  # largest weight first
-    result = aug.augmentation(model, fns, data, aug.AugmentationOptions(epochs=1, hidden_units=16), 0,
+    result = aug.augmentation(model, fns, data, aug.AugmentationOptions(epochs=10, hidden_units=16), 0,
                               modes=("prior_kernel",), verbose=False)
-    assert 0.0 <= result["prior_kernel"]["test_error"] <= 100.0 and result["skipped"] == {}
+    assert result["skipped"] == {}
+    # ten classifier epochs on the digits with the prior-kernel copies: far better than chance (90 % error)
+    assert result["prior_kernel"]["test_error"] < 60.0, result["prior_kernel"]
 
 
 def test_standard_normal_prior_skips_component_figures_with_reasons(digits, tmp_path):
@@ -296,7 +300,8 @@ def test_short_digits_run_gets_a_complete_report(tmp_path, capsys):
     augmentation = metrics["augmentation"]
     assert set(augmentation) >= {"none", "posterior", "skipped", "protocol"}
     assert "prior_kernel" in augmentation["skipped"]  # VampPrior has no input kernel
-    assert all(0 <= augmentation[m]["test_error"] <= 100 for m in ("none", "posterior"))
+    # two classifier epochs on the digits: far better than chance (90 % error) with and without the copies
+    assert all(augmentation[m]["test_error"] < 40.0 for m in ("none", "posterior")), augmentation
     fid = metrics["fid"]
     assert fid["features"] == "grey_classifier" and fid["classifier"]["key"] in fid["feature_extractor"]
     assert fid["value"] > fid["train_vs_test"] >= 0

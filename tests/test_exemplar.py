@@ -14,13 +14,13 @@ import tensorflow_probability as tfp
 from keras import ops
 from scipy.special import logsumexp
 
-from layers.priors import ExemplarPrior, build_prior
+from layers.priors import PRIORS
+from layers.priors.exemplar import ExemplarPrior
 from layers.priors.exemplar import iterative_generation
 from tests.helpers import _f32, _np, _t
 from tests.test_fit import history
 from training import config as config_lib, data as data_lib, fit
-from training.config import PriorConfig
-from zoo.builder import build_model
+from zoo.base import build_model
 
 tfd = tfp.distributions
 N_SAMPLES = 20_000
@@ -152,7 +152,7 @@ def test_exact_mode_gradients_reach_the_encoder_and_the_variance():
     prior.attach_encoder(enc)
     batch = _batch(images, [0, 1, 2], [0, 3, 4, 5, 6, 7, 8, 9])
     z = _t(np.random.default_rng(0).normal(size=(3, 3)))
-    from training.autodiff import gradient_step
+    from layers.autodiff import gradient_step
 
     class Recorder(keras.optimizers.SGD):
         def apply(self, grads, variables):
@@ -160,7 +160,7 @@ def test_exact_mode_gradients_reach_the_encoder_and_the_variance():
 
     opt = Recorder()
     if keras.backend.backend() == "jax":
-        from training.autodiff import tracked_state
+        from layers.autodiff import tracked_state
 
         variables = [A, prior.log_variance, prior.cache, prior.exemplar_images]
         with tracked_state(variables, [v.value for v in variables]):
@@ -273,12 +273,14 @@ def test_component_kernel_and_prior_sampling_moments():
 
 
 def test_errors_name_the_problem_and_the_fix():
-    config = PriorConfig(name="exemplar", components=10)
+    config = PRIORS.options("exemplar", components=10)
     with pytest.raises(ValueError, match="training-set size N"):
-        build_prior(config, 3, (2, 2, 1), None)
-    config.exemplar.mode, config.exemplar.k = "retrieval", 11
+        PRIORS.build(config, latent_dim=3, image_shape=(2, 2, 1), num_train=None)
     with pytest.raises(ValueError, match="lower k or raise components"):
-        build_prior(config, 3, (2, 2, 1), 50)
+        PRIORS.build(PRIORS.options("exemplar", components=10, mode="retrieval", k=11), latent_dim=3,
+                     image_shape=(2, 2, 1), num_train=50)
+    with pytest.raises(config_lib.ConfigError, match="model.prior: k=11 nearest neighbours .*lower k or raise components"):
+        config_lib.from_dict({"model": {"prior": {"name": "exemplar", "components": 10, "mode": "retrieval", "k": 11}}})
     prior = ExemplarPrior(3, (2, 2, 1), 6, 4)
     prior.attach_encoder(_Encoder((2, 2, 1), 3, np.random.default_rng(0)))
     prior.build((None, 3))
@@ -297,7 +299,7 @@ def test_errors_name_the_problem_and_the_fix():
 def _tiny_model(mode="exact", architecture="vae", n=40, image_shape=(4, 4, 1)):
     config = config_lib.from_dict({"model": {
         "architecture": architecture, "latent_dim": 3, "hidden_units": 8,
-        "prior": {"name": "exemplar", "components": 7, "exemplar": {"mode": mode, "k": 2, "chunk_size": 16}}}})
+        "prior": {"name": "exemplar", "components": 7, "mode": mode, "k": 2, "chunk_size": 16}}})
     return build_model(config.model, image_shape, seed=0, num_train=n)
 
 
@@ -370,7 +372,7 @@ def _digits_config(mode, epochs=3, architecture="vae", data=None, **train):
     return config_lib.from_dict({
         "name": "test", "seed": 1, "data": data or {"name": "digits"},
         "model": {"architecture": architecture, "latent_dim": 4, "hidden_units": 32,
-                  "prior": {"name": "exemplar", "components": 60, "exemplar": {"mode": mode, "k": 3}}},
+                  "prior": {"name": "exemplar", "components": 60, "mode": mode, "k": 3}},
         "train": {"epochs": epochs, "warmup_epochs": 2, "early_stopping_patience": 5, "eval_batch_size": 250,
                   "verbose": "0", "learning_rate": 2e-3, **train},
         "evaluate": {"num_samples": 10},

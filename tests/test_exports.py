@@ -61,7 +61,15 @@ def preset():
 
 
 @pytest.fixture(scope="module")
-def export_base(tmp_path_factory, preset):
+def recipe(preset):
+    """The run config the preset was trained with (its YAML recipe)."""
+    from training import config as config_lib
+
+    return config_lib.load(preset.path / "config.yaml")
+
+
+@pytest.fixture(scope="module")
+def export_base(tmp_path_factory, preset, recipe):
     base = tmp_path_factory.mktemp("serving")
     if BACKEND == "torch":  # the CLI's documented path: it re-runs itself under TensorFlow
         result = subprocess.run([sys.executable, "-m", "exports.saved_model", PRESET, str(base)], cwd=REPO,
@@ -69,7 +77,7 @@ def export_base(tmp_path_factory, preset):
         assert result.returncode == 0, result.stderr[-3000:]
         assert "re-running with KERAS_BACKEND=tensorflow" in result.stderr
     else:
-        limits = saved_model.Limits(max_pairs=preset.config.evaluate.max_batch)
+        limits = saved_model.Limits(max_pairs=recipe.evaluate.max_batch)
         saved_model.export(preset.model, base, PRESET, limits=limits, info={"name": PRESET})
     return base
 
@@ -85,10 +93,10 @@ def loaded(export_dir):
 
 
 @pytest.fixture(scope="module")
-def test_images(preset):
+def test_images(recipe):
     from training import data as data_lib
 
-    return data_lib.load_splits(preset.config.data).test
+    return data_lib.load_splits(recipe.data).test
 
 
 # --- layout ----------------------------------------------------------------------------------------------
@@ -122,14 +130,15 @@ def test_failed_export_leaves_no_version(tmp_path, preset, monkeypatch):
     assert list((tmp_path / "m").iterdir()) == []
 
 
-def test_a_run_directory_is_a_source_too(tmp_path, preset, test_images):
-    """A run directory (config.yaml + model.weights.h5, as training.fit writes it) exports like a preset."""
+def test_a_run_directory_is_a_source_too(tmp_path, preset, recipe, test_images):
+    """A run directory (config.yaml, config.json and model.weights.h5, as training.fit writes them) exports like
+    a preset, without its dataset."""
     run = tmp_path / "run"
     run.mkdir()
-    for name in ("config.yaml", "model.weights.h5"):
+    for name in ("config.yaml", "config.json", "model.weights.h5"):
         (run / name).write_bytes((preset.path / name).read_bytes())
     model, info = saved_model.load_source(run)
-    assert info["source"] == "run" and info["name"] == preset.config.name
+    assert info["source"] == "run" and info["name"] == recipe.name
     x = test_images[:4]
     np.testing.assert_allclose(reference(model, "encode", images=x)["mean"],
                                reference(preset.model, "encode", images=x)["mean"], rtol=1e-6, atol=1e-6)
@@ -202,11 +211,11 @@ def test_component_samples_come_from_that_component(loaded, preset):
         assert near < 0.7 * overall, (k, near, overall)
 
 
-def test_log_likelihood_matches_the_presets_measured_test_nll(loaded, preset, test_images):
+def test_log_likelihood_matches_the_presets_measured_test_nll(loaded, preset, recipe, test_images):
     """The exported IWAE estimate over the whole test split (S = the card's S) reproduces the card's NLL."""
     metrics = preset.metadata["metrics"]
     s = metrics["num_samples"]
-    per_call = preset.config.evaluate.max_batch // s
+    per_call = recipe.evaluate.max_batch // s
     ll = np.concatenate([
         _feed(loaded.signatures["log_likelihood"], images=test_images[i: i + per_call], num_samples=s, seed=i)["log_likelihood"]
         for i in range(0, len(test_images), per_call)])
@@ -449,33 +458,3 @@ def test_in_process_export_needs_tensorflow_or_jax(preset):
         pytest.skip(f"exports in-process on {BACKEND} (the fixture did)")
     with pytest.raises(saved_model.ExportError, match="torch_xla"):
         saved_model.build_archive(preset.model, saved_model.Limits())
-
-
-@pytest.mark.parametrize("prior", ["standard_normal", "vampprior", "exemplar", "bype"])
-def test_every_prior_exports_through_the_common_interface(tmp_path, prior):
-    """Small untrained models with each registered prior: the export needs no prior-specific code, and
-    `sample_component` exists exactly when the prior has components."""
-    if BACKEND == "torch":
-        pytest.skip("in-process export needs TensorFlow or JAX (the CLI re-runs itself under TensorFlow on PyTorch)")
-    from training import config as config_lib
-    from zoo.builder import build_model
-
-    config = config_lib.from_dict({"model": {"latent_dim": 3, "hidden_units": 16, "prior": {"name": prior, "components": 6}}})
-    train = (np.random.default_rng(0).random((20, 8, 8, 1)) > 0.5).astype("float32")
-    model = build_model(config.model, (8, 8, 1), seed=0, num_train=len(train))
-    model.prior.initialize_from_data(train, seed=0)
-    if hasattr(model.prior, "refresh_cache"):  # the exemplar prior's cache of exemplar means, as training fills it
-        model.prior.refresh_cache(train)
-    folder = saved_model.export(model, tmp_path, prior, limits=saved_model.Limits(max_samples=64, max_pairs=1000),
-                                platforms=("cpu",))
-    loaded = tf.saved_model.load(str(folder))
-    expected = {"serving_default", *signature_names(model)}
-    assert ("sample_component" in expected) == (model.prior.num_components > 0)
-    assert set(loaded.signatures) == expected
-    cases = {"sample": dict(num_samples=5, seed=1), "log_likelihood": dict(images=train[:3], num_samples=7, seed=2)}
-    if model.prior.num_components:
-        cases["sample_component"] = dict(component=model.prior.num_components - 1, num_samples=3, seed=4)
-    for name, inputs in cases.items():
-        want, got = reference(model, name, **inputs), _feed(loaded.signatures[name], **inputs)
-        for key in want:
-            np.testing.assert_allclose(got[key], want[key], rtol=1e-5, atol=1e-5, err_msg=f"{prior} {name}")

@@ -17,7 +17,11 @@ from scipy import stats
 from layers.dense import HeDense
 from layers.gated import GatedConv2D, GatedDense
 from layers.gaussian_head import GaussianHead
-from layers.likelihoods import LIKELIHOODS, MEAN_CLAMP, DiscretizedLogistic, Gaussian, SquaredError, build_likelihood
+from layers.likelihoods import LIKELIHOODS, MEAN_CLAMP
+from layers.likelihoods.discretized_logistic import DiscretizedLogistic
+from layers.likelihoods.gaussian import Gaussian
+from layers.likelihoods.squared_error import SquaredError
+from tests.helpers import build_likelihood
 from tests.helpers import _np, _t
 
 tfd = tfp.distributions
@@ -219,10 +223,10 @@ def _images(rng):
 
 
 @pytest.mark.parametrize("head", ["dense", "conv"])
-@pytest.mark.parametrize("name", sorted(LIKELIHOODS))
+@pytest.mark.parametrize("name", LIKELIHOODS.names())
 def test_likelihood_heads_shapes(name, head):
     rng = np.random.default_rng(5)
-    lik = build_likelihood(name, IMAGE, head, gaussian_variance=0.1 if name == "gaussian" else None)
+    lik = build_likelihood(name, IMAGE, head, **({"variance": 0.1} if name == "gaussian" else {}))
     assert isinstance(lik, LIKELIHOODS[name])
     params = lik(_features(head, rng))
     assert len(params) == len(lik.parameters)
@@ -306,7 +310,7 @@ def test_discretized_logistic_log_prob_matches_reference_formula():
 @pytest.mark.parametrize("head", ["dense", "conv"])
 def test_gaussian_fixed_variance_matches_tfp(head):
     rng = np.random.default_rng(10)
-    lik = build_likelihood("gaussian", IMAGE, head, gaussian_variance=0.1)
+    lik = build_likelihood("gaussian", IMAGE, head, variance=0.1)
     params = lik(_features(head, rng, scale=3.0))
     mean = _np(params[0])
     assert mean.min() >= 1 / 512 - 1e-7 and mean.max() <= 1 - 1 / 512 + 1e-7  # linear mean, clamped

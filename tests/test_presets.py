@@ -46,19 +46,35 @@ def test_shipped_preset_gives_the_same_outputs_on_this_backend(name):
     _check_reference(preset.model, preset.path)
 
 
-def test_list_reports_architecture_prior_data_size_and_measured_metrics():
+def test_from_preset_on_the_base_class_gives_the_right_architecture():
+    from zoo import LatentVariableModel
+    from zoo.architectures.conv_hvae import ConvHVAE
+    from zoo.architectures.vae import VAE
+
+    model = LatentVariableModel.from_preset("quickstart_digits")
+    assert type(model) is VAE
+    _check_reference(model, PRETRAINED_DIR / "quickstart_digits")
+    assert type(VAE.from_preset("quickstart_digits")) is VAE
+    with pytest.raises(TypeError, match="holds a VAE, not a ConvHVAE"):
+        ConvHVAE.from_preset("quickstart_digits")
+
+
+def test_list_describes_the_model_each_preset_loads_to():
+    """zoo.list() must say what loading gives: the architecture, prior, likelihood, image shape, training-set
+    size and parameter count of the loaded model, and the test metrics recorded by its run."""
     entries = {e["name"]: e for e in zoo.list()}
     assert set(entries) == set(SHIPPED)
     for name, entry in entries.items():
-        folder = PRETRAINED_DIR / name
-        metadata = json.loads((folder / "metadata.json").read_text())
-        run_metrics = metadata["metrics"]
-        assert entry["architecture"] == metadata["architecture"] and entry["prior"] == metadata["prior"]
-        assert entry["dataset"] == metadata["dataset"]
-        assert entry["size_bytes"] == (folder / "model.weights.h5").stat().st_size < 15_000_000  # a few MB
-        assert entry["test_nll"] == run_metrics["nll"] and np.isfinite(entry["test_nll"])
-        assert entry["test_nll"] < entry["test_negative_elbo"] + 0.5  # IWAE is the tighter bound
-        assert "python -m zoo.build " + name in (folder / "README.md").read_text()
+        preset = zoo.load_preset(name)
+        model = preset.model
+        assert entry["architecture"] == type(model).registered_name
+        assert entry["prior"] == type(model.prior).registered_name
+        assert entry["likelihood"] == type(model.likelihood).registered_name
+        assert tuple(entry["image_shape"]) == model.image_shape and entry["num_train"] == model.num_train
+        assert entry["parameters"] == model.count_params()
+        assert entry["size_bytes"] == (preset.path / "model.weights.h5").stat().st_size < 15_000_000  # a few MB
+        assert entry["test_nll"] == preset.metadata["metrics"]["nll"]
+        assert "python -m zoo.build " + name in (preset.path / "README.md").read_text()
     if "vamp_vae_mnist10k" in entries:
         e = entries["vamp_vae_mnist10k"]
         assert (e["architecture"], e["prior"], e["dataset"], e["num_train"]) == ("vae", "vampprior", "mnist10k", 7000)
@@ -92,13 +108,22 @@ def test_damaged_presets_never_load(preset_copy):
     with pytest.raises(PresetError, match="corrupted, partial"):
         zoo.load(preset_copy)
     weights.write_bytes(data)
+    for name in ("config.json", "metadata.json", "config.yaml", "README.md"):  # every file is checksummed
+        original = (preset_copy / name).read_bytes()
+        (preset_copy / name).write_bytes(original.replace(b"e", b"E", 1))
+        with pytest.raises(PresetError, match=f"{name} has sha256 .* but SHA256SUMS records"):
+            zoo.load(preset_copy)
+        (preset_copy / name).write_bytes(original)
     metadata = json.loads((preset_copy / "metadata.json").read_text())
     (preset_copy / "metadata.json").write_text(json.dumps({**metadata, "format_version": 99}))
+    presets.write_checksums(preset_copy)  # a consistent folder of another format
     with pytest.raises(PresetError, match="preset format 99"):
         zoo.load(preset_copy)
-    (preset_copy / "metadata.json").write_text(json.dumps(metadata))
     (preset_copy / "config.yaml").unlink()
     with pytest.raises(PresetError, match="missing config.yaml"):
+        zoo.load(preset_copy)
+    (preset_copy / "SHA256SUMS").unlink()
+    with pytest.raises(PresetError, match="has no SHA256SUMS"):
         zoo.load(preset_copy)
 
 

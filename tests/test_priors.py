@@ -11,8 +11,10 @@ import pytest
 import tensorflow_probability as tfp
 from keras import ops
 
-from layers.priors import MixtureOfGaussians, StandardNormal, VampPrior, build_prior
-from training.config import PriorConfig
+from layers.priors import PRIORS
+from layers.priors.mixture_of_gaussians import MixtureOfGaussians
+from layers.priors.standard_normal import StandardNormal
+from layers.priors.vampprior import VampPrior
 from tests.helpers import _f32, _np, _t
 
 tfd = tfp.distributions
@@ -424,8 +426,12 @@ def test_vampprior_pseudo_inputs_trainability(trainable):
 # --------------------------------------------------------------------------------------------------
 
 
+def _build_prior(options, latent_dim, image_shape):
+    return PRIORS.build(options, latent_dim=latent_dim, image_shape=image_shape, name="prior")
+
+
 def test_build_prior_standard_normal():
-    prior = build_prior(PriorConfig(name="standard_normal"), 6, (28, 28, 1))
+    prior = _build_prior(PRIORS.options("standard_normal"), 6, (28, 28, 1))
     assert isinstance(prior, StandardNormal) and prior.latent_dim == 6
     prior.build((None, 6))
     assert prior.weights == []
@@ -433,7 +439,7 @@ def test_build_prior_standard_normal():
 
 @pytest.mark.parametrize("learn_weights", [False, True])
 def test_build_prior_mog(learn_weights):
-    prior = build_prior(PriorConfig(name="mog", components=7, learn_weights=learn_weights), 5, (28, 28, 1))
+    prior = _build_prior(PRIORS.options("mog", components=7, learn_weights=learn_weights), 5, (28, 28, 1))
     assert isinstance(prior, MixtureOfGaussians)
     assert prior.latent_dim == 5 and prior.components == 7 and prior.learn_weights is learn_weights
     prior.build((None, 5))
@@ -443,9 +449,9 @@ def test_build_prior_mog(learn_weights):
 
 @pytest.mark.parametrize("init,trainable", [("random", True), ("training_data", False)])
 def test_build_prior_vampprior(init, trainable):
-    config = PriorConfig(name="vampprior", components=30, init=init, pseudo_inputs_mean=0.4,
-                         pseudo_inputs_std=0.05, trainable=trainable)
-    prior = build_prior(config, 4, (4, 4, 1))
+    config = PRIORS.options("vampprior", components=30, init=init, pseudo_inputs_mean=0.4,
+                            pseudo_inputs_std=0.05, trainable=trainable)
+    prior = _build_prior(config, 4, (4, 4, 1))
     assert isinstance(prior, VampPrior)
     assert prior.latent_dim == 4 and prior.components == 30 and prior.image_shape == (4, 4, 1)
     assert prior.init == init
@@ -457,14 +463,5 @@ def test_build_prior_vampprior(init, trainable):
 
 
 def test_build_prior_rejects_unknown_name():
-    with pytest.raises(ValueError, match="not_a_prior"):
-        build_prior(PriorConfig(name="not_a_prior"), 4, (28, 28, 1))
-
-
-@pytest.mark.parametrize("kind", ["standard_normal", "mog", "vampprior"])
-def test_prior_config_round_trip(kind):
-    config = PriorConfig(name=kind, components=6, learn_weights=True, init="training_data", trainable=False)
-    prior = build_prior(config, 3, (2, 2, 1))
-    clone = type(prior).from_config(prior.get_config())
-    assert clone.get_config() == prior.get_config()
-    assert clone.latent_dim == 3
+    with pytest.raises(KeyError, match="'not_a_prior' is not a registered prior.*vampprior"):
+        PRIORS["not_a_prior"]

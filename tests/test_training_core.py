@@ -9,8 +9,8 @@ import keras
 import numpy as np
 from keras import ops
 
-from training.autodiff import gradient_step, input_gradient
-from training.steps import SteppedModel
+from layers.autodiff import gradient_step, input_gradient
+from zoo.stepped_model import SteppedModel
 
 
 def _fit_one_batch(model, x):

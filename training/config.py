@@ -200,16 +200,14 @@ def _build_choice(registry, raw, path):
         registry.check_name(name, f"{path}.{registry.key}")
     except KeyError as error:
         raise ConfigError(error.args[0]) from None
-    options = _build(registry.config_class(name), raw, path, registry, name)
-    setattr(options, registry.key, name)
-    return options
+    return _build(registry.config_class(name), raw, path, registry, name)
 
 
 def _build(cls, raw, path, registry=None, chosen=None):
     if not isinstance(raw, dict):
         raise ConfigError(f"{path or 'config'}: expected a mapping of keys to values, got {raw!r}")
     hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
+    fields = {f.name: f for f in dataclasses.fields(cls) if registry is None or f.name != registry.key}
     kwargs = {}
     for key, value in raw.items():
         full = f"{path}.{key}" if path else key
@@ -226,7 +224,10 @@ def _build(cls, raw, path, registry=None, chosen=None):
             value = _check_scalar(value, annotation, full)
             _check_bounds(value, f, full)
             kwargs[key] = value
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except ValueError as error:  # a check across the section's options (its __post_init__)
+        raise ConfigError(f"{path or 'config'}: {error}") from None
 
 
 def from_dict(raw: dict) -> RunConfig:

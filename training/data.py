@@ -353,6 +353,21 @@ def _prepared_builder(config: DataConfig):
     return builder
 
 
+def _omniglot_strokes(image):
+    """Black strokes on white RGB -> strokes 1 on 0 in one channel, like Burda's chardata."""
+    return 255 - tf.image.rgb_to_grayscale(image)
+
+
+def _celeb_a_centre_crop(image):
+    height, width = image.shape[0], image.shape[1]
+    return tf.image.crop_to_bounding_box(
+        image, (height - CELEB_A_CROP) // 2, (width - CELEB_A_CROP) // 2, CELEB_A_CROP, CELEB_A_CROP)
+
+
+# What each TFDS dataset's images need before resizing to become the papers' images.
+TFDS_NATIVE_CONVERSIONS = {"omniglot": _omniglot_strokes, "celeb_a": _celeb_a_centre_crop}
+
+
 def _load_tfds(config: DataConfig) -> dict:
     """TFDS splits as uint8 arrays; omniglot and celeb_a are converted and resized inside tf.data to bound memory.
 
@@ -365,15 +380,10 @@ def _load_tfds(config: DataConfig) -> dict:
     has_labels = "label" in builder.info.features
     size = _image_size(config)
 
+    native = TFDS_NATIVE_CONVERSIONS.get(config.name, lambda image: image)
+
     def convert(example):
-        image = example["image"]
-        if config.name == "omniglot":  # black strokes on white RGB -> strokes 1 on 0, like Burda's chardata
-            image = 255 - tf.image.rgb_to_grayscale(image)
-        if config.name == "celeb_a":
-            height, width = image.shape[0], image.shape[1]
-            image = tf.image.crop_to_bounding_box(
-                image, (height - CELEB_A_CROP) // 2, (width - CELEB_A_CROP) // 2, CELEB_A_CROP, CELEB_A_CROP
-            )
+        image = native(example["image"])
         if size is not None and tuple(image.shape[:2]) != size:
             image = _resize_tensor(image, size)
         label = tf.cast(example["label"], tf.int64) if has_labels else tf.constant(-1, tf.int64)
@@ -388,9 +398,9 @@ def _load_tfds(config: DataConfig) -> dict:
         labels = np.concatenate([c[1] for c in chunks]) if has_labels else None
         return images, labels
 
-    if config.name == "celeb_a":
+    if config.name not in TFDS_VALIDATION_SIZE:  # the dataset has its own validation split (celeb_a)
         if config.validation_size is not None:
-            raise ValueError("data.validation_size: celeb_a uses its official validation split; leave it unset")
+            raise ValueError(f"data.validation_size: {config.name} uses its official validation split; leave it unset")
         return {split: read(split) for split in ("train", "validation", "test")}
     images, labels = read("train")
     size_v = config.validation_size if config.validation_size is not None else TFDS_VALIDATION_SIZE[config.name]

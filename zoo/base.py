@@ -103,6 +103,15 @@ class LatentVariableModel(SteppedModel):
         """log p(x, z_s) - log q(z_s | x) for S posterior samples per image: shape [B, S]."""
         raise NotImplementedError("abstract: architectures define log_importance_weights")
 
+    @property
+    def joint_latent_dim(self):
+        """Size of all latents together (z for a VAE, [z1, z2] for the hierarchical models)."""
+        raise NotImplementedError("abstract: architectures define joint_latent_dim")
+
+    def log_joint(self, x, z):
+        """log p(x, z) for all latents z [B, joint_latent_dim] (the model's prior on the top latent)."""
+        raise NotImplementedError("abstract: architectures define log_joint")
+
     def decode(self, z, seed=None):
         """Mean image of p(x | z) for top latents z (lower latents drawn from their conditional prior)."""
         raise NotImplementedError("abstract: architectures define decode")

@@ -12,7 +12,7 @@ from keras import ops
 
 from layers.dense import HeDense
 from layers.initializers import torch_default_bias, torch_default_kernel
-from layers.registry import Registry
+from layers.registry import Registry, layer_from_config
 
 LIKELIHOODS = Registry("likelihood", package="layers.likelihoods", section="model.likelihood")
 
@@ -81,3 +81,7 @@ class Likelihood(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "image_shape": list(self.image_shape), "head": self.head}
+
+    @classmethod
+    def from_config(cls, config):
+        return layer_from_config(cls, config)

@@ -10,7 +10,7 @@ import math
 import keras
 from keras import ops
 
-from layers.registry import Registry
+from layers.registry import Registry, layer_from_config
 
 PRIORS = Registry("prior", package="layers.priors", section="model.prior")
 
@@ -89,3 +89,7 @@ class Prior(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "latent_dim": self.latent_dim}
+
+    @classmethod
+    def from_config(cls, config):
+        return layer_from_config(cls, config)

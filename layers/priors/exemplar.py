@@ -81,6 +81,11 @@ class ExemplarPriorConfig:
     chunk_size: int = option(10000, minimum=1)
     """Exemplars encoded at once when the cache of all N exemplar means is refreshed."""
 
+    def __post_init__(self):
+        if self.mode == "retrieval" and self.k > self.components:
+            raise ValueError(f"k={self.k} nearest neighbours cannot be chosen among components={self.components} "
+                             "candidates; lower k or raise components")
+
 
 @PRIORS.register("exemplar", ExemplarPriorConfig)
 class ExemplarPrior(Prior):
@@ -197,6 +202,10 @@ class ExemplarPrior(Prior):
                 chunk = ops.convert_to_tensor(np.asarray(images[start: start + self.chunk_size], dtype="float32"))
                 out.append(ops.convert_to_numpy(self._encode(chunk)[0]))
         return np.concatenate(out).astype("float32")
+
+    def initialize_from_data(self, images, seed):
+        """Fill the cache with the initial encoder's means, so the prior is usable before training."""
+        self.refresh_cache(images)
 
     def refresh_cache(self, images):
         """Re-encode all N training images with the current encoder (before validation, each epoch)."""

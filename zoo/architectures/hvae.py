@@ -75,6 +75,17 @@ class HVAE(LatentVariableModel):
         )
         return {"log_px": log_px, "kl": kl}
 
+    @property
+    def joint_latent_dim(self):
+        return 2 * self.latent_dim
+
+    def log_joint(self, x, z):
+        """log p(x, z1, z2) = log p(x | z1, z2) + log p(z1 | z2) + log p(z2) for z = [z1, z2] concatenated."""
+        z1, z2 = z[:, : self.latent_dim], z[:, self.latent_dim:]
+        p_mean1, p_log_var1 = self.p_z1(z2)
+        return (self.likelihood.log_prob(x, self.decoder_params(z1, z2)) + log_normal_diag(z1, p_mean1, p_log_var1)
+                + self.prior.log_prob(z2))
+
     def log_importance_weights(self, x, num_samples):
         x = ops.convert_to_tensor(x)
         # Everything that depends on x alone (q(z2|x), the x-branch of q(z1|x,z2)) runs once per image.

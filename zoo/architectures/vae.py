@@ -36,6 +36,14 @@ class VAE(LatentVariableModel):
         kl = log_normal_diag(z, mean, log_var) - self.prior_log_prob(z, batch)
         return {"log_px": log_px, "kl": kl}
 
+    @property
+    def joint_latent_dim(self):
+        return self.latent_dim
+
+    def log_joint(self, x, z):
+        """log p(x, z) = log p(x | z) + log p(z), one value per row of (x, z)."""
+        return self.likelihood.log_prob(x, self.decoder_params(z)) + self.prior.log_prob(z)
+
     def log_importance_weights(self, x, num_samples):
         x = ops.convert_to_tensor(x)
         mean, log_var = self.encode(x)  # the encoder runs once per image, not once per sample
