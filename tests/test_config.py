@@ -106,3 +106,16 @@ def test_sections_naming_different_classes_differ():
     a = config_lib.from_dict({"model": {"likelihood": "discretized_logistic"}, "data": {"preprocessing": "continuous"}})
     b = config_lib.from_dict({"model": {"likelihood": "squared_error"}, "data": {"preprocessing": "continuous"}})
     assert a != b and config_lib.to_dict(a) != config_lib.to_dict(b)
+
+
+def test_the_configs_page_lists_every_registered_choice():
+    """docs/configs.md's tables are generated from the registries; a new class must show up there."""
+    from training import schema
+
+    page = Path(__file__).resolve().parents[1] / "docs" / "configs.md"
+    text = page.read_text()
+    assert schema.render_page(text) == text, "stale: run python -m training.schema --write docs/configs.md"
+    from layers.priors import PRIORS
+
+    for name in PRIORS.names():
+        assert f"| `{name}` |" in text

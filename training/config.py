@@ -67,7 +67,9 @@ class TrainConfig:
     epochs: int = option(2000, minimum=1)
     """Maximum number of epochs."""
     batch_size: int = option(100, minimum=1)
+    """Training minibatch size (the last partial batch of an epoch is dropped)."""
     learning_rate: float = option(5e-4, exclusive_minimum=0)
+    """Adam step size."""
     gradient_normalization: bool = True
     """Scale each gradient tensor to unit L2 norm before Adam (the papers' AdamNormGrad)."""
     warmup_epochs: int = option(100, minimum=0)
@@ -75,6 +77,7 @@ class TrainConfig:
     early_stopping_patience: int = option(50, minimum=0)
     """Stop after more than this many non-improving epochs past warm-up; 0 disables early stopping."""
     eval_batch_size: int = option(500, minimum=1)
+    """Batch size of the validation pass and the test-set ELBO."""
     checkpoint_every: int = option(1, minimum=1)
     """Write the resumable checkpoint (and best weights) every N epochs and at the end of training."""
     jit_compile: str = option("auto", choices=("auto", "true", "false"))
@@ -103,7 +106,9 @@ class EvaluateConfig:
 @dataclass
 class RunConfig:
     name: str = "run"
+    """Run name; the run directory is <runs_dir>/<name>-<backend>-<timestamp>/."""
     seed: int = 0
+    """Seed of the model's initialisation, the training data stream and the evaluation's draws."""
     runs_dir: str = "runs"
     """Parent folder of run directories (relative paths are relative to the working directory)."""
     data: DataConfig = field(default_factory=DataConfig)

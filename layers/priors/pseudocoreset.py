@@ -52,6 +52,7 @@ class PseudocoresetPriorConfig:
     components: int = option(500, minimum=1)
     """M pseudo-points."""
     coreset: CoresetConfig = dataclasses.field(default_factory=CoresetConfig)
+    """The coreset update run every `coreset.interval` epochs (the two-step alternation)."""
 
 
 @PRIORS.register("bype", PseudocoresetPriorConfig)

@@ -20,7 +20,9 @@ class VampPriorConfig:
     init: str = option("random", choices=("random", "training_data"))
     """random (N(mean, std)) | training_data (K training images + N(0, 0.01))."""
     pseudo_inputs_mean: float = 0.05
+    """Mean of the random initialisation (the reference MNIST value)."""
     pseudo_inputs_std: float = option(0.01, exclusive_minimum=0)
+    """Its standard deviation."""
     trainable: bool = True
     """False with init=training_data gives the 'VampPrior data' variant (fixed training images)."""
 
