@@ -4,7 +4,7 @@ p(z | U, w) = sum_m (w~_m / N) N(z | mu_phi(u_m), sigma^2 I), where mu_phi is th
 encoder, sigma^2 one learned scalar, and w~ the centred weights of Algorithm 2 line 2,
 w~ = w + (N/M - mean(w)), which sum to N. The pseudo-points U and weights w are not trained by the VAE
 optimizer: they are non-trainable state (saved with the weights), updated only by the coreset phase of
-`training.coreset`, together with that update's Adam moments and step counter.
+`training.procedures.coreset`, together with that update's Adam moments and step counter.
 """
 
 import dataclasses
