@@ -6,8 +6,11 @@ stateful style, on top of:
 
 - `gradient_step(loss_fn, variables, optimizer)`: differentiate `loss_fn()` with respect to `variables`
   and apply `optimizer` to them (any number of optimizers may alternate inside one train step);
+  `gradients(loss_fn, variables)` is the same without the update, so two losses can train two groups of
+  variables with one optimizer (SVI: the encoder on the amortised ELBO, the decoder on the refined bound);
 - `input_gradient(fn, x)`: d sum(fn(x)) / dx, itself differentiable (gradient penalties, double
-  backpropagation), also the building block of inner optimisation loops (SVI refinement);
+  backpropagation); `value_and_input_gradient(fn, x)` returns (fn(x), d sum(fn(x)) / dx) without a graph
+  for a second derivative, the step of inner optimisation loops (SVI refinement);
 - `tracked_state(variables, values)`: on JAX, the scope that makes stateful code pure, so the same
   train step runs under `jax.jit` (see `zoo.stepped_model`).
 """
@@ -40,7 +43,7 @@ def tracked_state(variables, values):
         _TRACKED.pop()
 
 
-def _jax_gradient_step(loss_fn, variables, optimizer):
+def _jax_gradients(loss_fn, variables):
     import jax
 
     if not _TRACKED:
@@ -59,39 +62,49 @@ def _jax_gradient_step(loss_fn, variables, optimizer):
     (loss, (aux, updated)), grads = jax.value_and_grad(pure_loss, has_aux=True)(values)
     for v, value in zip(others, updated):  # state advanced inside the loss, e.g. seed generators
         v.assign(value)
-    optimizer.apply(grads, variables)
-    return loss, aux
+    return loss, aux, list(grads)
 
 
-def _tensorflow_gradient_step(loss_fn, variables, optimizer):
+def _tensorflow_gradients(loss_fn, variables):
     import tensorflow as tf
 
     with tf.GradientTape() as tape:
         loss, aux = loss_fn()
-    grads = tape.gradient(loss, variables)
-    optimizer.apply(grads, variables)
-    return loss, aux
+    return loss, aux, list(tape.gradient(loss, variables))
 
 
-def _torch_gradient_step(loss_fn, variables, optimizer):
+def _torch_gradients(loss_fn, variables):
     import torch
 
     with torch.enable_grad():
         loss, aux = loss_fn()
         grads = torch.autograd.grad(loss, [v.value for v in variables], allow_unused=True)
-    with torch.no_grad():
-        optimizer.apply(list(grads), variables)
-    return loss, aux
+    return loss, aux, list(grads)
+
+
+def gradients(loss_fn, variables):
+    """Differentiate `loss_fn() -> (loss, aux)` w.r.t. `variables`; return (loss, aux, grads).
+
+    A variable the loss does not use gets a zero gradient (so an optimizer can apply the list as is)."""
+    variables = list(variables)
+    compute = {"jax": _jax_gradients, "tensorflow": _tensorflow_gradients, "torch": _torch_gradients}[BACKEND]
+    loss, aux, grads = compute(loss_fn, variables)
+    grads = [ops.zeros_like(v.value) if g is None else g for g, v in zip(grads, variables)]
+    return loss, aux, grads
 
 
 def gradient_step(loss_fn, variables, optimizer):
     """Differentiate `loss_fn() -> (loss, aux)` w.r.t. `variables`, apply `optimizer`; return (loss, aux)."""
-    step = {
-        "jax": _jax_gradient_step,
-        "tensorflow": _tensorflow_gradient_step,
-        "torch": _torch_gradient_step,
-    }[BACKEND]
-    return step(loss_fn, list(variables), optimizer)
+    variables = list(variables)
+    loss, aux, grads = gradients(loss_fn, variables)
+    if BACKEND == "torch":
+        import torch
+
+        with torch.no_grad():
+            optimizer.apply(grads, variables)
+    else:
+        optimizer.apply(grads, variables)
+    return loss, aux
 
 
 def input_gradient(fn, x):
@@ -115,3 +128,43 @@ def input_gradient(fn, x):
         y = ops.sum(fn(x))
         (grad,) = torch.autograd.grad(y, x, create_graph=True)
     return grad
+
+
+def value_and_input_gradient(fn, x):
+    """`fn(x) -> (values, aux)`: return (values, aux, d sum(values) / dx), all without gradient history.
+
+    The step of an inner optimisation loop: every row of `values` depends on its own row of x only, so
+    the gradient is per row, and no graph is kept for a second derivative."""
+    if BACKEND == "jax":
+        import jax
+
+        def summed(xx):
+            values, aux = fn(xx)
+            return ops.sum(values), (values, aux)
+
+        (_, (values, aux)), grad = jax.value_and_grad(summed, has_aux=True)(x)
+        return jax.lax.stop_gradient((values, aux, grad))
+    if BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            tape.watch(x)
+            values, aux = fn(x)
+            total = ops.sum(values)
+        grad = tape.gradient(total, x)
+        return tf.nest.map_structure(tf.stop_gradient, (values, aux, grad))
+    import torch
+
+    with torch.enable_grad():
+        x = x.detach().requires_grad_(True)
+        values, aux = fn(x)
+        (grad,) = torch.autograd.grad(ops.sum(values), x)
+    return tuple(_detach_tree((values, aux, grad)))
+
+
+def _detach_tree(tree):
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(_detach_tree(t) for t in tree)
+    if isinstance(tree, dict):
+        return {k: _detach_tree(v) for k, v in tree.items()}
+    return tree.detach()

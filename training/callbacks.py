@@ -18,11 +18,12 @@ class KLWarmup(keras.callbacks.Callback):
         return 1.0 if self.warmup_epochs <= 0 else min(1.0, (epoch + 1) / self.warmup_epochs)
 
     def on_epoch_begin(self, epoch, logs=None):
-        self.model.kl_weight.assign(self.beta(epoch))
+        if not self.model.kl_warmup_iterations:  # else the train step sets beta per step
+            self.model.kl_weight.assign(self.beta(epoch))
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
-            logs["kl_weight"] = self.beta(epoch)
+            logs["kl_weight"] = float(keras.ops.convert_to_numpy(self.model.kl_weight))
 
 
 class NonFiniteLossError(FloatingPointError):

@@ -72,8 +72,17 @@ class TrainConfig:
     """Adam step size."""
     gradient_normalization: bool = True
     """Scale each gradient tensor to unit L2 norm before Adam (the papers' AdamNormGrad)."""
+    amsgrad: bool = False
+    """Use AMSGrad's running maximum of the second moment (the BSVI paper's optimizer)."""
+    clip_norm: float = option(0.0, minimum=0)
+    """Clip the global L2 norm of all gradients of a step to this value (BSVI paper: 5.0); 0 disables it."""
     warmup_epochs: int = option(100, minimum=0)
     """KL warm-up: beta = min(1, epoch / warmup_epochs), epochs counted from 1; 0 disables it."""
+    warmup_iterations: int = option(0, minimum=0)
+    """KL warm-up per training step instead (BSVI paper: 5000): beta rises linearly from warmup_start to 1
+    over the first N steps; overrides warmup_epochs when > 0."""
+    warmup_start: float = option(0.0, minimum=0)
+    """beta at step 0 of the per-step warm-up (BSVI paper: 0.1)."""
     early_stopping_patience: int = option(50, minimum=0)
     """Stop after more than this many non-improving epochs past warm-up; 0 disables early stopping."""
     eval_batch_size: int = option(500, minimum=1)
@@ -246,6 +255,15 @@ def from_dict(raw: dict) -> RunConfig:
     likelihood = config.model.likelihood.name
     from layers.likelihoods import LIKELIHOODS
 
+    procedure = config.train.procedure.name
+    architecture = ARCHITECTURES[config.model.architecture]
+    if PROCEDURES[procedure].single_latent and architecture.stochastic_layers != 1:
+        raise ConfigError(
+            f"train.procedure: '{procedure}' refines a single Gaussian q(z | x), but model.architecture "
+            f"'{config.model.architecture}' has {architecture.stochastic_layers} stochastic layers; "
+            "use a single-latent architecture (vae) or train.procedure=elbo")
+    if config.train.warmup_start > 1:
+        raise ConfigError(f"train.warmup_start: beta starts at most at 1, got {config.train.warmup_start}")
     if LIKELIHOODS[likelihood].needs_binary_data and config.data.preprocessing == "continuous":
         raise ConfigError(
             f"model.likelihood: '{likelihood}' needs binary data; set data.preprocessing=dynamic_binarization "

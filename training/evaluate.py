@@ -1,9 +1,9 @@
 """Evaluate a run the way the papers do: density, representations, samples, augmentation, sample quality.
 
-    python -m training.evaluate RUN_DIR [--metrics nll,active_units,knn,tsne,samples,augmentation,fid,curves]
+    python -m training.evaluate RUN_DIR [--metrics nll,active_units,knn,tsne,samples,augmentation,fid,curves,bsvi]
                                         [--num-samples 5000] [--split test] [--max-examples N] [--seed S]
 
-All metrics by default; `evaluation/` implements them (`evaluation.density` the test ELBO and the IWAE
+All metrics but bsvi (the BSVI-500 bound, ELBO*, KL* and Reconstruction*: run it by name) by default; `evaluation/` implements them (`evaluation.density` the test ELBO and the IWAE
 log-likelihood) and `evaluation.report` writes RUN_DIR/metrics.json, RUN_DIR/figures/*.png and
 RUN_DIR/report.md atomically.
 """
@@ -22,7 +22,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--metrics", default="all",
-                        help=f"comma-separated subset of {','.join(report.METRICS)} (default: all)")
+                        help=f"comma-separated subset of {','.join(report.METRICS + report.ON_REQUEST)} "
+                             f"(default: all, which leaves out {','.join(report.ON_REQUEST)})")
     parser.add_argument("--num-samples", type=int, help="importance samples per image (evaluate.num_samples)")
     parser.add_argument("--split", choices=["test", "validation"], help="split of the density metrics")
     parser.add_argument("--max-examples", type=int, help="density metrics on the first N images only")
@@ -37,6 +38,8 @@ def main(argv=None):
     parser.add_argument("--inception-weights", help="InceptionV3 no-top ImageNet weights file (default: Keras cache)")
     parser.add_argument("--classifier-cache", help="folder of cached feature classifiers (default ~/.cache/vae_prior_zoo)")
     parser.add_argument("--classifier-epochs", type=int, help="epochs of a feature classifier trained now (default 8)")
+    parser.add_argument("--bsvi-steps", type=int, help="SVI steps of the BSVI bound and ELBO* (default 500)")
+    parser.add_argument("--bsvi-elbo-samples", type=int, help="draws from q_500 for ELBO* (default 100)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
     parser.add_argument("--quiet", action="store_true", help="no progress output")
     args = parser.parse_args(argv)
@@ -55,7 +58,8 @@ def main(argv=None):
         options.knn_ks = tuple(int(k) for k in args.knn_k.split(","))
     for name, value in (("tsne_points", args.tsne_points), ("fid_samples", args.fid_samples),
                         ("fid_features", args.fid_features), ("inception_weights", args.inception_weights),
-                        ("classifier_cache", args.classifier_cache), ("classifier_epochs", args.classifier_epochs)):
+                        ("classifier_cache", args.classifier_cache), ("classifier_epochs", args.classifier_epochs),
+                        ("bsvi_steps", args.bsvi_steps), ("bsvi_elbo_samples", args.bsvi_elbo_samples)):
         if value is not None:
             setattr(options, name, value)
     if args.augmentation_epochs is not None:

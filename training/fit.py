@@ -60,7 +60,9 @@ def train(config, run_dir, resume=False, run_evaluation=True, extra_callbacks=()
     splits = data_lib.load_splits(config.data)
     model = build_model(config.model, splits.image_shape, seed=config.seed, num_train=len(splits.train))
     model.prior.initialize_from_data(splits.train, seed=config.seed)
-    model.procedure = PROCEDURES.build(config.train.procedure)
+    PROCEDURES.build(config.train.procedure).attach(model)
+    model.kl_warmup_iterations = config.train.warmup_iterations
+    model.kl_warmup_start = config.train.warmup_start
     atomic.write_text(run_dir / "config.json", json.dumps(keras.saving.serialize_keras_object(model), indent=2) + "\n")
     jit = {"auto": "auto", "true": True, "false": False}[config.train.jit_compile]
     steps = data_lib.steps_per_epoch(splits, config.train.batch_size)
@@ -71,7 +73,10 @@ def train(config, run_dir, resume=False, run_evaluation=True, extra_callbacks=()
           f"on {splits.name} {splits.image_shape}, {len(splits.train)} train images, "
           f"{model.count_params():,} parameters, backend {keras.backend.backend()}, run dir {run_dir}")
 
-    early_stopping = cb.PaperEarlyStopping(config.train.early_stopping_patience, config.train.warmup_epochs)
+    warmup_epochs = config.train.warmup_epochs
+    if config.train.warmup_iterations:  # early stopping counts from the epoch the per-step warm-up ends in
+        warmup_epochs = -(-config.train.warmup_iterations // steps)
+    early_stopping = cb.PaperEarlyStopping(config.train.early_stopping_patience, warmup_epochs)
     initial_epoch = 0
     if resume:
         state = checkpoints.restore(model, run_dir / "checkpoint")
@@ -84,7 +89,7 @@ def train(config, run_dir, resume=False, run_evaluation=True, extra_callbacks=()
         *extra_callbacks,
         *callbacks_for_prior(model, splits, config.train),
         *model.procedure.callbacks(model, splits, config.train),
-        cb.KLWarmup(config.train.warmup_epochs),
+        cb.KLWarmup(0 if config.train.warmup_iterations else config.train.warmup_epochs),
         cb.NonFiniteGuard(),
         early_stopping,
         cb.RunCheckpoint(run_dir, early_stopping, config.train.checkpoint_every),

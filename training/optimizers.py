@@ -42,7 +42,11 @@ class AdamNormGrad(_backend_adam()):
 
 
 def build_optimizer(train_config):
-    """The optimizer a `TrainConfig` asks for."""
+    """The optimizer a `TrainConfig` asks for (AdamNormGrad or Adam; AMSGrad and global-norm clipping
+    on request)."""
+    extra = {"amsgrad": train_config.amsgrad}
+    if train_config.clip_norm > 0:
+        extra["global_clipnorm"] = train_config.clip_norm
     if train_config.gradient_normalization:
-        return AdamNormGrad(train_config.learning_rate)
-    return keras.optimizers.Adam(train_config.learning_rate, epsilon=1e-8)
+        return AdamNormGrad(train_config.learning_rate, **extra)
+    return keras.optimizers.Adam(train_config.learning_rate, epsilon=1e-8, **extra)

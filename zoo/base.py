@@ -14,6 +14,7 @@ import keras
 import numpy as np
 from keras import ops
 
+import layers.buffer_weights  # noqa: F401  (registers a procedure_state layer for deserialization)
 from layers.likelihoods import LIKELIHOODS
 from layers.priors import PRIORS
 from layers.priors.mixture import split_seed
@@ -61,9 +62,11 @@ class LatentVariableModel(SteppedModel):
     """
 
     likelihood_head = "dense"  # "conv": the likelihood reads feature maps (ConvHVAE)
+    stochastic_layers = 1
+    """Number of stochastic layers; procedures that refine a single Gaussian q(z | x) (SVI, BSVI) need 1."""
 
     def __init__(self, image_shape, latent_dim, likelihood, prior, hidden_units=300, seed=0, num_train=None,
-                 **kwargs):
+                 procedure_state=None, **kwargs):
         super().__init__(**kwargs)
         self.image_shape = tuple(image_shape)
         self.latent_dim = latent_dim
@@ -75,6 +78,14 @@ class LatentVariableModel(SteppedModel):
         self.seed_generator = keras.random.SeedGenerator(seed)
         self.kl_weight = self.add_weight(name="kl_weight", shape=(), initializer="ones", trainable=False)
         self.trackers = [keras.metrics.Mean(name=n) for n in ("loss", "reconstruction", "kl")]
+        self.procedure_state = procedure_state  # weights a training procedure owns (BSVI-pi's buffer weights)
+        self.kl_warmup_iterations = 0  # set by training.fit: beta rises per step instead of per epoch
+        self.kl_warmup_start = 0.0
+
+    def add_trackers(self, names):
+        """Epoch-mean metrics for more train-step logs (a procedure's), before compiling."""
+        known = {m.name for m in self.trackers}
+        self.trackers = self.trackers + [keras.metrics.Mean(name=n) for n in names if n not in known]
 
     def finish_build(self):
         """Attach the prior to the top encoder and create every weight with one dummy forward pass."""
@@ -112,6 +123,15 @@ class LatentVariableModel(SteppedModel):
         """log p(x, z) for all latents z [B, joint_latent_dim] (the model's prior on the top latent)."""
         raise NotImplementedError("abstract: architectures define log_joint")
 
+    def conditional_log_prob(self, x, z):
+        """log p(x | z) per row, for single-latent architectures (SVI refinement scores z it chose itself)."""
+        raise NotImplementedError(f"{type(self).__name__} has {self.stochastic_layers} stochastic layers: "
+                                  "log p(x | z) of one latent is defined for single-latent architectures")
+
+    def inference_variables(self):
+        """The trainable variables of q(z | x) (phi); every other trainable variable is generative (theta)."""
+        raise NotImplementedError(f"abstract: {type(self).__name__} does not split its variables into phi and theta")
+
     def decode(self, z, seed=None):
         """Mean image of p(x | z) for top latents z (lower latents drawn from their conditional prior)."""
         raise NotImplementedError("abstract: architectures define decode")
@@ -133,6 +153,13 @@ class LatentVariableModel(SteppedModel):
         """Images from the generative model: z ~ p(z), x = E[x | z]."""
         prior_seed, decode_seed = split_seed(self.seed_generator if seed is None else seed, 2)
         return self.decode(self.prior.sample(num_samples, seed=prior_seed), seed=decode_seed)
+
+    def train_update(self, data):
+        if self.kl_warmup_iterations:  # beta = start + (1 - start) t / T at step t (0-based), then 1
+            t = ops.cast(self.optimizer.iterations, "float32")
+            start = self.kl_warmup_start
+            self.kl_weight.assign(ops.minimum(1.0, start + (1.0 - start) * t / self.kl_warmup_iterations))
+        return super().train_update(data)
 
     def objective(self, data, training):
         x = data["image"]
@@ -188,13 +215,15 @@ class LatentVariableModel(SteppedModel):
                   "seed": self.seed, "num_train": self.num_train}
         config.update({key: getattr(self, key) for key in self.options_fields()})
         config.update({key: keras.saving.serialize_keras_object(getattr(self, key)) for key in NESTED_LAYERS})
+        if self.procedure_state is not None:
+            config["procedure_state"] = keras.saving.serialize_keras_object(self.procedure_state)
         return config
 
     @classmethod
     def from_config(cls, config, custom_objects=None):
         config = dict(config)
-        for key in NESTED_LAYERS:
-            if isinstance(config[key], dict):  # built by the model's own first pass, as when built from YAML
+        for key in (*NESTED_LAYERS, "procedure_state"):
+            if isinstance(config.get(key), dict):  # built by the model's own first pass, as when built from YAML
                 layer_config = {k: v for k, v in config[key].items() if k != "build_config"}
                 config[key] = keras.saving.deserialize_keras_object(layer_config, custom_objects=custom_objects)
         config.pop("dtype", None)

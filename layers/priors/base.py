@@ -51,6 +51,14 @@ class Prior(keras.layers.Layer):
         """
         return self.log_prob(z)
 
+    def density(self, batch=None):
+        """`z -> log p(z)` for many z of one batch (inner loops such as SVI refinement): the evaluation
+        form, or the training form for the training `batch`. Priors whose log density has a part that does
+        not depend on z (the VampPrior's encoded pseudo-inputs) compute it once here."""
+        if batch is None:
+            return self.log_prob
+        return lambda z: self.training_log_prob(z, batch)
+
     def batch_index_draws(self):
         """{name: count}: training-set indices the data pipeline adds to every training batch, drawn
         uniformly with replacement per (seed, epoch, step) (the exemplar prior's candidates); none by default."""

@@ -79,9 +79,13 @@ class VampPrior(Prior):
         return self._encode(ops.clip(pseudo_inputs, 0.0, 1.0))
 
     def log_prob(self, z):
+        return self.density()(z)
+
+    def density(self, batch=None):
+        """The mixture with its K components encoded once (the VampPrior trains as it evaluates)."""
         means, log_vars = self._components(self.pseudo_inputs)
         log_weights = ops.full((self.components,), -math.log(self.components))
-        return log_mixture_normal_diag(z, means, log_vars, log_weights)
+        return lambda z: log_mixture_normal_diag(z, means, log_vars, log_weights)
 
     def sample(self, num_samples, seed=None):
         index_seed, noise_seed = split_seed(seed, 2)

@@ -14,8 +14,32 @@ class Procedure:
     and return the logs; `callbacks` adds what the procedure needs around the steps inside `fit`.
     """
 
+    single_latent = False
+    """True when the step refines or samples one Gaussian q(z | x) itself (checked against the architecture's
+    `stochastic_layers` when the config is validated)."""
+
+    metric_names = ()
+    """Logs of the train step averaged over the epoch (besides loss, reconstruction and kl)."""
+
     def __init__(self, **options):
         self.options = options
+
+    def check_model(self, model):
+        """Raise ValueError when the procedure cannot train `model` (checked before training starts)."""
+
+    def state_layer(self):
+        """A Keras layer holding weights the procedure trains besides the model's (None: no such weights).
+        `attach` stores it as `model.procedure_state`, so it is saved, restored and optimised with the model."""
+        return None
+
+    def attach(self, model):
+        """Make `model` train with this procedure: its checks, its weights, its epoch metrics."""
+        self.check_model(model)
+        model.procedure = self
+        state = self.state_layer()
+        if state is not None:
+            model.procedure_state = state
+        model.add_trackers(self.metric_names)
 
     def train_update(self, model, data):
         raise NotImplementedError("abstract: each procedure defines its training step")

@@ -24,6 +24,8 @@ class HVAE(LatentVariableModel):
         hidden_units: width of the gated dense layers.
     """
 
+    stochastic_layers = 2
+
     def __init__(self, image_shape, latent_dim, likelihood, prior, hidden_units=300, seed=0, num_train=None, **kwargs):
         super().__init__(image_shape, latent_dim, likelihood, prior, hidden_units=hidden_units, seed=seed,
                          num_train=num_train, **kwargs)

@@ -40,9 +40,15 @@ class VAE(LatentVariableModel):
     def joint_latent_dim(self):
         return self.latent_dim
 
+    def conditional_log_prob(self, x, z):
+        return self.likelihood.log_prob(x, self.decoder_params(z))
+
+    def inference_variables(self):
+        return self.encoder_net.trainable_variables + self.encoder_head.trainable_variables
+
     def log_joint(self, x, z):
         """log p(x, z) = log p(x | z) + log p(z), one value per row of (x, z)."""
-        return self.likelihood.log_prob(x, self.decoder_params(z)) + self.prior.log_prob(z)
+        return self.conditional_log_prob(x, z) + self.prior.log_prob(z)
 
     def log_importance_weights(self, x, num_samples):
         x = ops.convert_to_tensor(x)
