@@ -94,7 +94,7 @@ def test_image_size_resizes_with_area_averaging_and_requantises():
 
 def test_unknown_name_and_preprocessing():
     with pytest.raises(ValueError, match="not one of"):
-        load_splits(DataConfig(name="svhn"))
+        load_splits(DataConfig(name="stl10"))
     with pytest.raises(ValueError, match="preprocessing"):
         load_splits(DataConfig(name="digits", preprocessing="logit"))
 
@@ -350,7 +350,8 @@ def test_npz_missing_file_and_keys(tmp_path):
 
 @pytest.mark.parametrize(
     "name, shape, labelled",
-    [("mnist", (28, 28, 1), True), ("omniglot", (28, 28, 1), True), ("cifar10", (32, 32, 3), True), ("celeb_a", (64, 64, 3), False)],
+    [("mnist", (28, 28, 1), True), ("omniglot", (28, 28, 1), True), ("cifar10", (32, 32, 3), True), ("celeb_a", (64, 64, 3), False),
+     ("svhn", (32, 32, 1), True)],
 )
 def test_tfds_loading_under_mock_data(name, shape, labelled):
     import tensorflow_datasets as tfds
@@ -368,12 +369,89 @@ def test_tfds_loading_under_mock_data(name, shape, labelled):
         assert s.train_labels.dtype == np.int64 and s.test_labels.shape == (12,)
 
 
+def _fake_svhn_cropped(counts, seed=0):
+    """RGB uint8 [32, 32, 3] records per split, as svhn_cropped stores them, with white and black pixels."""
+    rng = np.random.default_rng(seed)
+    images = {}
+    for split, n in counts.items():
+        x = rng.integers(0, 256, size=(n, 32, 32, 3), dtype=np.uint8)
+        x[:, 0, 0], x[:, 0, 1] = 255, 0
+        images[split] = x
+
+    def as_dataset(self, split, decoders=None, read_config=None, **kwargs):
+        assert self.name == "svhn_cropped", self.name
+        x = images[str(split)]
+        return tf.data.Dataset.from_tensor_slices({"image": x, "label": np.arange(len(x), dtype=np.int64) % 10})
+
+    return images, as_dataset
+
+
+def _grey_reference(rgb):
+    """tf.image.rgb_to_grayscale's luma weights on the 0..255 scale, rounded (float64 NumPy)."""
+    return np.round(rgb.astype(np.float64) @ np.array([0.2989, 0.5870, 0.1140]))[..., None].astype(np.uint8)
+
+
+def test_svhn_reads_svhn_cropped_as_rounded_grey_with_a_held_out_validation_set():
+    import tensorflow_datasets as tfds
+
+    images, as_dataset = _fake_svhn_cropped({"train": 15, "test": 6})
+    with tfds.testing.mock_data(as_dataset_fn=as_dataset), mock.patch.object(
+        tfds.core.DatasetBuilder, "is_prepared", lambda self: True
+    ):
+        s = load_splits(DataConfig(name="svhn", preprocessing="continuous", validation_size=5))
+    assert s.image_shape == (32, 32, 1) and s.name == "svhn"
+    grey = {split: np.round(x * 256 - 0.5).astype(np.uint8) for split, x in
+            (("train", s.train), ("validation", s.validation), ("test", s.test))}
+    want_train = _grey_reference(images["train"])
+    np.testing.assert_array_equal(grey["train"], want_train[:10])  # the last 5 of train are validation
+    np.testing.assert_array_equal(grey["validation"], want_train[10:])
+    np.testing.assert_array_equal(grey["test"], _grey_reference(images["test"]))
+    assert grey["test"][:, 0, 0, 0].tolist() == [255] * 6 and grey["test"][:, 0, 1, 0].tolist() == [0] * 6
+    np.testing.assert_array_equal(s.train_labels, np.arange(10) % 10)
+    np.testing.assert_array_equal(s.validation_labels, np.arange(10, 15) % 10)
+
+
+def test_svhn_default_validation_size_is_10000():
+    from training.data import TFDS_BUILDERS, TFDS_VALIDATION_SIZE
+
+    assert TFDS_VALIDATION_SIZE["svhn"] == 10_000 and TFDS_BUILDERS["svhn"] == "svhn_cropped"
+
+
 def test_tfds_unprepared_without_download_names_the_way_out(tmp_path):
     with pytest.raises(DatasetUnavailableError) as info:
         load_splits(DataConfig(name="mnist", tfds_data_dir=str(tmp_path)))
     message = str(info.value)
     for part in ("'mnist'", str(tmp_path), "data.path", "data.name=idx", "data.name=npz", "data.download=true"):
         assert part in message
+
+
+def test_svhn_unprepared_names_the_svhn_cropped_builder_and_the_way_out(tmp_path):
+    with pytest.raises(DatasetUnavailableError) as info:
+        load_splits(DataConfig(name="svhn", tfds_data_dir=str(tmp_path)))
+    message = str(info.value)
+    first = message.splitlines()[0]
+    assert "'svhn'" in first and "svhn_cropped" in first and "data.download=false" in first
+    for part in (str(tmp_path), "svhn_cropped/3.1.0", f"/dir/svhn_cropped/<version>/", "'svhn_cropped')",
+                 "data.path", "data.name=idx", "data.name=npz", "data.download=true", "data.name=mnist10k"):
+        assert part in message, part
+
+
+def test_svhn_download_offline_fails_fast_naming_svhn_cropped(tmp_path):
+    import requests
+    import tensorflow_datasets as tfds
+
+    def offline(*args, **kwargs):
+        raise requests.ConnectionError("no network")
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("download_and_prepare must not be called when the hosts are unreachable")
+
+    with mock.patch.object(requests, "head", offline), mock.patch.object(
+        tfds.core.DatasetBuilder, "download_and_prepare", must_not_run
+    ):
+        with pytest.raises(DatasetUnavailableError, match="unreachable") as info:
+            load_splits(DataConfig(name="svhn", tfds_data_dir=str(tmp_path), download=True))
+    assert "ufldl.stanford.edu" in str(info.value) and "svhn_cropped" in str(info.value)
 
 
 def test_tfds_default_data_dir_in_message(tmp_path, monkeypatch):

@@ -22,7 +22,7 @@ from layers.likelihoods.discretized_logistic import DiscretizedLogistic
 from layers.likelihoods.gaussian import Gaussian
 from layers.likelihoods.squared_error import SquaredError
 from tests.helpers import build_likelihood
-from tests.helpers import _np, _t
+from tests.helpers import _f32, _np, _t
 
 tfd = tfp.distributions
 
@@ -305,6 +305,111 @@ def test_discretized_logistic_log_prob_matches_reference_formula():
     want = np.log(p + 1e-7).sum(axis=(1, 2, 3))
     np.testing.assert_allclose(_np(lik.log_prob(_t(x), params)), want, rtol=1e-5, atol=2e-3)
     np.testing.assert_allclose(_np(lik.mean(params)), mean)
+
+
+def _reference_pixel_log_probs(x, mean, s):
+    """log p per pixel of the reference's 256-bin discretised logistic, float64 (s broadcasts)."""
+    x0 = np.floor(x.astype(np.float32) * 256) / 256
+    return np.log(_sigmoid((x0 + 1 / 256 - mean) / s) - _sigmoid((x0 - mean) / s) + 1e-7)
+
+
+def test_discretized_logistic_per_pixel_min_scale_moves_the_lower_clamp():
+    lik = DiscretizedLogistic(IMAGE, min_scale=0.001)
+    raw = np.array([-30.0, -8.0, -4.5, -1.0, 0.0, 3.0])
+    _, log_scale = lik.transform(_t(raw), _t(raw))
+    np.testing.assert_allclose(_np(log_scale), np.clip(raw, math.log(0.001), 0.0), atol=1e-6)
+    with pytest.raises(ValueError, match="min_scale"):
+        DiscretizedLogistic(IMAGE, min_scale=2.0)
+    with pytest.raises(ValueError, match="scale"):
+        DiscretizedLogistic(IMAGE, scale="per_image")
+
+
+@pytest.mark.parametrize("head", ["dense", "conv"])
+def test_discretized_logistic_global_scale_has_one_head_and_one_weight(head):
+    rng = np.random.default_rng(20)
+    lik = build_likelihood("discretized_logistic", IMAGE, head, scale="global", min_scale=0.001)
+    params = lik(_features(head, rng, scale=200.0))
+    assert len(params) == len(lik.parameters) == 1 and lik.parameters == ("mean",)
+    assert [layer.name for layer in lik.heads] == ["mean_head"]
+    assert not any("log_scale_head" in v.path for v in lik.weights)
+    assert id(lik.log_scale) in {id(v) for v in lik.trainable_weights}
+    assert tuple(lik.log_scale.shape) == () and float(_np(lik.log_scale)) == 0.0  # initialised at scale 1
+    mean = _np(params[0])
+    assert mean.shape == (BATCH, *IMAGE) and mean.min() >= 1 / 512 - 1e-7 and mean.max() <= 1 - 1 / 512 + 1e-7
+    np.testing.assert_allclose(_np(lik.mean(params)), mean)
+    # the default per-pixel likelihood keeps its two heads and has no global weight
+    per_pixel = build_likelihood("discretized_logistic", IMAGE, head)
+    per_pixel(_features(head, rng))
+    assert len(per_pixel.heads) == 2 and not any(v.path.endswith("/log_scale") for v in per_pixel.weights)
+
+
+@pytest.mark.parametrize("log_scale", [0.0, -2.0, math.log(0.02), -4.0])
+def test_discretized_logistic_global_scale_normalises(log_scale):
+    """One pixel: sum over its 256 bins of exp(log_prob) is sigma((1 - mu)/s) - sigma(-mu/s) + 256e-7 (the
+    bins telescope), which is 1 when the logistic mass lies inside [0, 1]."""
+    lik = build_likelihood("discretized_logistic", (1, 1, 1), "dense", scale="global", min_scale=0.001)
+    lik(_t(np.zeros((1, 3))))
+    lik.log_scale.assign(log_scale)
+    s = math.exp(log_scale)
+    for mean in (0.3, 0.5, 0.71):
+        x = _f32((np.arange(256) + 0.5) / 256.0).reshape(256, 1, 1, 1)
+        log_p = _np(lik.log_prob(_t(x), (_t(np.full_like(x, mean)),)))
+        assert log_p.shape == (256,)
+        total = float(np.exp(log_p).sum())
+        telescoped = _sigmoid((1.0 - mean) / s) - _sigmoid(-mean / s) + 256e-7
+        np.testing.assert_allclose(total, telescoped, atol=1e-5)
+        if s <= 0.05:
+            assert abs(total - 1.0) < 2e-4
+
+
+@pytest.mark.parametrize("head", ["dense", "conv"])
+def test_discretized_logistic_global_scale_log_prob_is_the_sum_over_pixels(head):
+    rng = np.random.default_rng(21)
+    lik = build_likelihood("discretized_logistic", IMAGE, head, scale="global", min_scale=0.001)
+    params = lik(_features(head, rng, scale=2.0))
+    lik.log_scale.assign(-2.3)
+    mean = _np(params[0])
+    x = _images(rng).astype(np.float64)
+    per_pixel = _reference_pixel_log_probs(x, mean, math.exp(-2.3))
+    np.testing.assert_allclose(_np(lik.log_prob(_t(x), params)), per_pixel.sum(axis=(1, 2, 3)), rtol=1e-5, atol=2e-3)
+    # the sample axis of the IWAE path ([B, S, H, W, C] against x[:, None]) broadcasts the scalar scale too
+    stacked = _t(np.stack([mean, mean[::-1]], axis=1))
+    log_p = _np(lik.log_prob(_t(x)[:, None], (stacked,)))
+    assert log_p.shape == (BATCH, 2)
+    np.testing.assert_allclose(log_p[:, 0], per_pixel.sum(axis=(1, 2, 3)), rtol=1e-5, atol=2e-3)
+
+
+@pytest.mark.parametrize("min_scale", [0.001, 0.05])
+def test_discretized_logistic_global_scale_lower_bound(min_scale):
+    rng = np.random.default_rng(22)
+    lik = build_likelihood("discretized_logistic", IMAGE, "dense", scale="global", min_scale=min_scale)
+    params = lik(_features("dense", rng))
+    x = _images(rng).astype(np.float64)
+    mean = _np(params[0])
+    lik.log_scale.assign(math.log(min_scale) - 15.0)  # far below the bound: the scale is exactly min_scale
+    assert math.exp(float(_np(lik.global_log_scale()))) == pytest.approx(min_scale, rel=1e-6)
+    want = _reference_pixel_log_probs(x, mean, min_scale).sum(axis=(1, 2, 3))
+    np.testing.assert_allclose(_np(lik.log_prob(_t(x), params)), want, rtol=1e-5, atol=2e-2)
+    lik.log_scale.assign(math.log(min_scale) + 1.0)  # above it: the weight's own scale, no upper bound
+    assert float(_np(lik.global_log_scale())) == pytest.approx(math.log(min_scale) + 1.0, abs=1e-6)
+    lik.log_scale.assign(0.7)
+    assert float(_np(lik.global_log_scale())) == pytest.approx(0.7, abs=1e-6)
+
+
+def test_discretized_logistic_global_scale_default_bound_is_the_per_pixel_clamp():
+    lik = DiscretizedLogistic(IMAGE, scale="global")
+    lik(_features("dense", np.random.default_rng(23)))
+    lik.log_scale.assign(-30.0)
+    assert float(_np(lik.global_log_scale())) == pytest.approx(-4.5, abs=1e-6)
+
+
+def test_discretized_logistic_config_round_trip():
+    for options in ({}, {"scale": "global", "min_scale": 0.001}, {"scale": "per_pixel", "min_scale": 0.01}):
+        lik = build_likelihood("discretized_logistic", IMAGE, "conv", **options)
+        config = lik.get_config()
+        assert config["scale"] == options.get("scale", "per_pixel") and config["min_scale"] == options.get("min_scale")
+        clone = DiscretizedLogistic.from_config(config)
+        assert clone.get_config() == config and clone.parameters == lik.parameters
 
 
 @pytest.mark.parametrize("head", ["dense", "conv"])

@@ -37,13 +37,13 @@ MOVED = {
                             "are keys of model.prior)",
 }
 
-DATASETS = ("mnist", "fashion_mnist", "cifar10", "omniglot", "celeb_a", "mnist10k", "digits", "idx", "npz")
+DATASETS = ("mnist", "fashion_mnist", "cifar10", "omniglot", "celeb_a", "svhn", "mnist10k", "digits", "idx", "npz")
 
 
 @dataclass
 class DataConfig:
     name: str = option("mnist", choices=DATASETS)
-    """mnist | fashion_mnist | cifar10 | omniglot | celeb_a | mnist10k | digits | idx | npz"""
+    """mnist | fashion_mnist | cifar10 | omniglot | celeb_a | svhn (greyscale) | mnist10k | digits | idx | npz"""
     path: str | None = None
     """Folder of IDX files (idx, mnist10k), an .npz file (npz), or a folder of TFDS manual files."""
     tfds_data_dir: str | None = None

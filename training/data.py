@@ -26,9 +26,11 @@ import tensorflow as tf
 from training.config import DataConfig
 
 PREPROCESSING = ("dynamic_binarization", "continuous")
-TFDS_DATASETS = ("mnist", "fashion_mnist", "cifar10", "omniglot", "celeb_a")
+TFDS_DATASETS = ("mnist", "fashion_mnist", "cifar10", "omniglot", "celeb_a", "svhn")
+# The TFDS builder of a data.name when the two differ (svhn: the 32x32 digit crops, converted to greyscale).
+TFDS_BUILDERS = {"svhn": "svhn_cropped"}
 # Images held out from TFDS "train" as validation (the papers' splits); celeb_a has its own validation split.
-TFDS_VALIDATION_SIZE = {"mnist": 10_000, "fashion_mnist": 10_000, "cifar10": 10_000, "omniglot": 1_345}
+TFDS_VALIDATION_SIZE = {"mnist": 10_000, "fashion_mnist": 10_000, "cifar10": 10_000, "omniglot": 1_345, "svhn": 10_000}
 DEFAULT_IMAGE_SIZE = {"omniglot": (28, 28), "celeb_a": (64, 64)}
 CELEB_A_CROP = 140
 IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
@@ -287,15 +289,21 @@ def _tfds_data_dir(config: DataConfig) -> str:
     return config.tfds_data_dir or os.environ.get("TFDS_DATA_DIR") or os.path.expanduser("~/tensorflow_datasets")
 
 
+def _tfds_builder_name(name: str) -> str:
+    return TFDS_BUILDERS.get(name, name)
+
+
 def _unavailable(config: DataConfig, builder, reason: str) -> DatasetUnavailableError:
+    builder_name = _tfds_builder_name(config.name)
+    dataset = f"'{config.name}'" if builder_name == config.name else f"'{config.name}' (TFDS '{builder_name}')"
     return DatasetUnavailableError(
-        f"dataset '{config.name}' is not available: {reason}\n"
+        f"dataset {dataset} is not available: {reason}\n"
         f"TFDS looked in data dir {_tfds_data_dir(config)} (for {builder.data_dir}).\n"
         "Point the config at local data instead, e.g.:\n"
         "  --set data.name=idx --set data.path=/folder/with/train-images-idx3-ubyte.gz   (MNIST-format IDX files)\n"
         "  --set data.name=npz --set data.path=/file.npz   (keras.datasets layout: x_train, y_train, x_test, y_test)\n"
-        f"  --set data.tfds_data_dir=/dir   (a prepared TFDS copy: /dir/{config.name}/<version>/)\n"
-        f"  --set data.path=/folder   (TFDS manual dir with the original source files of '{config.name}')\n"
+        f"  --set data.tfds_data_dir=/dir   (a prepared TFDS copy: /dir/{builder_name}/<version>/)\n"
+        f"  --set data.path=/folder   (TFDS manual dir with the original source files of '{builder_name}')\n"
         "  --set data.download=true   (needs internet)\n"
         "Offline alternatives: data.name=mnist10k (MNIST test file in ../shared/datasets) or data.name=digits."
     )
@@ -323,7 +331,7 @@ def _prepared_builder(config: DataConfig):
     """A TFDS builder whose data is prepared: as found, from a manual dir (config.path), or downloaded."""
     import tensorflow_datasets as tfds
 
-    builder = tfds.builder(config.name, data_dir=config.tfds_data_dir)
+    builder = tfds.builder(_tfds_builder_name(config.name), data_dir=config.tfds_data_dir)
     if builder.is_prepared():
         return builder
     if config.path:
@@ -364,12 +372,19 @@ def _celeb_a_centre_crop(image):
         image, (height - CELEB_A_CROP) // 2, (width - CELEB_A_CROP) // 2, CELEB_A_CROP, CELEB_A_CROP)
 
 
+def _rgb_to_grey_uint8(image):
+    """RGB uint8 -> one grey channel, tf.image.rgb_to_grayscale's luma weights on the 0..255 scale, rounded."""
+    grey = tf.image.rgb_to_grayscale(tf.cast(image, tf.float32))
+    return tf.cast(tf.clip_by_value(tf.round(grey), 0.0, 255.0), tf.uint8)
+
+
 # What each TFDS dataset's images need before resizing to become the papers' images.
-TFDS_NATIVE_CONVERSIONS = {"omniglot": _omniglot_strokes, "celeb_a": _celeb_a_centre_crop}
+TFDS_NATIVE_CONVERSIONS = {"omniglot": _omniglot_strokes, "celeb_a": _celeb_a_centre_crop, "svhn": _rgb_to_grey_uint8}
 
 
 def _load_tfds(config: DataConfig) -> dict:
-    """TFDS splits as uint8 arrays; omniglot and celeb_a are converted and resized inside tf.data to bound memory.
+    """TFDS splits as uint8 arrays; omniglot, celeb_a and svhn (svhn_cropped to one grey channel) are converted
+    and resized inside tf.data to bound memory. svhn reads only svhn_cropped's train and test splits (not extra).
 
     The order is TFDS's stored (hash-shuffled, deterministic) record order, not the original file order;
     for the papers' exact MNIST file-order split read the original files with data.name=idx.
