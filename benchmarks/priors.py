@@ -1,6 +1,8 @@
 """Prior benchmark on mnist10k (issue #3): seconds per epoch and test NLL per prior, MLP VAE, same epochs.
 
     KERAS_BACKEND=tensorflow python benchmarks/priors.py --epochs 50 --out benchmarks/results/priors-tensorflow.json
+    KERAS_BACKEND=tensorflow python benchmarks/priors.py --priors ablation --seeds 1,2,3 --epochs 200 \
+        --out benchmarks/results/priors-ablation-tensorflow.json      # the ByPE ablation (issue 15)
 
 Every prior trains the same VAE in the ByPE setting (continuous MNIST, squared-error reconstruction, as the
 official ByPE code runs its own exemplar baseline), from zoo/bype_vae.yaml with only the prior switched.
@@ -11,7 +13,15 @@ for ByPE, which runs at the start of the epoch after every k-th one). Reported p
 - `mean_epoch_seconds_10`: mean over the 10 epochs 2..11, which include exactly one coreset phase at k = 10;
 - ratios to the standard prior's regular epoch, all measured in this one process;
 - `nll`: importance-sampled test NLL (S = --iwae-samples) of the final weights, with its normalised
-  Gaussian counterpart (the squared error is a Gaussian of variance 1/2 without its constant).
+  Gaussian counterpart (the squared error is a Gaussian of variance 1/2 without its constant);
+- `active_units` (test posterior means with variance > 0.01), `seconds_per_epoch` (mean over all epochs,
+  phases included) and, for ByPE, the final history row's `coreset_ess`, extreme weights and fraction of
+  pseudo-point pixels outside [0, 1].
+
+With `--seeds`, every prior runs once per seed (the config's `seed`) and each result holds `runs` (one per
+seed) and `mean` / `std` of its numbers. `--priors ablation` is the ByPE ablation: standard | VampPrior |
+Exemplar exact | ByPE official mode | ByPE paper mode | ByPE with U frozen at its initial training images
+and uniform weights (no coreset phase) | ByPE with w frozen uniform.
 """
 
 import argparse
@@ -30,10 +40,14 @@ import keras  # noqa: E402
 
 from speed import EpochTimer  # noqa: E402  (benchmarks/ is sys.path[0] when run as a script)
 from evaluation import density  # noqa: E402
+from evaluation.active_units import active_units  # noqa: E402
+from evaluation.common import ModelFunctions  # noqa: E402
 from layers.priors import PRIORS as REGISTERED_PRIORS  # noqa: E402
 from training import config as config_lib, data as data_lib, fit  # noqa: E402
 from zoo import atomic  # noqa: E402
 
+BYPE_PAPER = ["model.prior.coreset.weight_centering=write_back", "model.prior.coreset.weight_step_size=0.5",
+              "model.prior.coreset.gradient_centering=samples"]
 # The papers' settings of the priors benchmarked so far; each replaces the whole model.prior section of
 # zoo/bype_vae.yaml. Every other registered prior runs with its default options under its own name.
 PAPER_SETTINGS = {
@@ -43,8 +57,25 @@ PAPER_SETTINGS = {
     "exemplar_exact": ["model.prior={name: exemplar, components: 3500, mode: exact}"],
     "exemplar_retrieval": ["model.prior={name: exemplar, components: 3500, mode: retrieval, k: 10}"],
 }
+# ByPE variants (issue 15), run by name or with --priors ablation
+BYPE_VARIANTS = {
+    # the coreset update as the paper states it (docs/models/bype.md#options): one weight vector, the weights'
+    # own step size, the centring of Eq. 35
+    "bype_paper": ["model.prior.name=bype", "model.prior.components=500", *BYPE_PAPER],
+    "bype_paper_clipped": ["model.prior.name=bype", "model.prior.components=500", *BYPE_PAPER,
+                           "model.prior.coreset.clip_points=true"],
+    # ablations: U frozen at its initial training images with uniform weights (no phase), w frozen uniform
+    "bype_frozen": ["model.prior.name=bype", "model.prior.components=500", "model.prior.coreset.update_points=false",
+                    "model.prior.coreset.update_weights=false"],
+    "bype_frozen_weights": ["model.prior.name=bype", "model.prior.components=500",
+                            "model.prior.coreset.update_weights=false"],
+}
 COVERED = {"standard_normal", "vampprior", "bype", "exemplar"}
-PRIORS = {**PAPER_SETTINGS, **{name: [f"model.prior={name}"] for name in REGISTERED_PRIORS.names() if name not in COVERED}}
+OTHERS = {name: [f"model.prior={name}"] for name in REGISTERED_PRIORS.names() if name not in COVERED}
+PRIORS = {**PAPER_SETTINGS, **BYPE_VARIANTS, **OTHERS}
+GROUPS = {"ablation": ["standard", "vampprior", "exemplar_exact", "bype", "bype_paper", "bype_frozen",
+                       "bype_frozen_weights"]}
+CORESET_COLUMNS = ("coreset_ess", "coreset_weight_max", "coreset_weight_min", "coreset_points_outside")
 
 
 def bench_prior(key, epochs, warmup, iwae_samples, iwae_images, extra, timing_only=False):
@@ -57,7 +88,7 @@ def bench_prior(key, epochs, warmup, iwae_samples, iwae_images, extra, timing_on
         history = (Path(run_dir) / "history.csv").read_text().splitlines()
     header = history[0].split(",")
     rows = [dict(zip(header, line.split(","))) for line in history[1:]]
-    phase = [float(r.get("coreset_seconds", 0.0)) for r in rows]
+    phase = [float(r.get("coreset_seconds", 0.0) or 0.0) for r in rows]
     # the callback order puts the coreset phase inside the timer's epoch (the timer begins first)
     regular = [t for t, p in zip(timer.times[1:], phase[1:]) if p == 0.0]
     result = {
@@ -65,7 +96,9 @@ def bench_prior(key, epochs, warmup, iwae_samples, iwae_images, extra, timing_on
         # None when every timed epoch had a phase (coreset interval 1): there is no regular epoch to time
         "regular_epoch_seconds": statistics.median(regular) if regular else None,
         "mean_epoch_seconds_10": statistics.mean(timer.times[1:11]) if len(timer.times) >= 11 else None,
+        "seconds_per_epoch": statistics.mean(timer.times),
     }
+    result.update({k: float(rows[-1][k]) for k in CORESET_COLUMNS if rows[-1].get(k)})
     phases = [p for p in phase if p > 0]
     if phases:
         result["coreset_phase_seconds"] = statistics.median(phases)
@@ -80,12 +113,22 @@ def bench_prior(key, epochs, warmup, iwae_samples, iwae_images, extra, timing_on
     result.update({k: metrics[k] for k in metrics if k.startswith(("nll", "negative_elbo", "kl", "reconstruction"))})
     result["iwae_seconds"] = time.perf_counter() - start
     result["num_test_images"] = metrics["num_examples"]
+    result["active_units"] = active_units(ModelFunctions(model).means(splits.test))["count"]
     return result
+
+
+def summarise(runs):
+    """{"runs": [...], "mean": {...}, "std": {...}} over the numbers every run has (population std)."""
+    keys = [k for k, v in runs[0].items() if isinstance(v, (int, float)) and all(r.get(k) is not None for r in runs)]
+    return {"runs": runs, "mean": {k: statistics.mean(r[k] for r in runs) for k in keys},
+            "std": {k: statistics.pstdev(r[k] for r in runs) for k in keys}}
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--priors", default=",".join(PRIORS), help="comma-separated keys of " + ", ".join(PRIORS))
+    parser.add_argument("--priors", default=",".join([*PAPER_SETTINGS, *OTHERS]),
+                        help="comma-separated keys of " + ", ".join(PRIORS) + ", or a group: " + ", ".join(GROUPS))
+    parser.add_argument("--seeds", default=None, help="comma-separated seeds: one run per seed and prior")
     parser.add_argument("--epochs", type=int, default=50)
     parser.add_argument("--warmup", type=int, default=10, help="KL warm-up epochs (shortened from 100)")
     parser.add_argument("--iwae-samples", type=int, default=1000)
@@ -94,13 +137,22 @@ def main():
     parser.add_argument("--set", action="append", default=[], help="extra config override for every prior")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
+    keys = [k for name in args.priors.split(",") for k in GROUPS.get(name, [name])]
+    unknown = [k for k in keys if k not in PRIORS]
+    if unknown:
+        parser.error(f"unknown prior keys {unknown}; choose from {', '.join(PRIORS)} or {', '.join(GROUPS)}")
+    seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
     results = {}
-    for key in args.priors.split(","):
-        print(f"== {key}", flush=True)
-        results[key] = bench_prior(key, args.epochs, args.warmup, args.iwae_samples, args.iwae_images, args.set,
-                                   args.timing_only)
-        print(json.dumps({k: v for k, v in results[key].items() if not isinstance(v, list)}), flush=True)
-    if "standard" in results:
+    for key in keys:
+        runs = []
+        for seed in seeds or [None]:
+            print(f"== {key}" + (f" seed {seed}" if seed is not None else ""), flush=True)
+            extra = [*args.set, *([f"seed={seed}"] if seed is not None else [])]
+            runs.append(bench_prior(key, args.epochs, args.warmup, args.iwae_samples, args.iwae_images, extra,
+                                    args.timing_only))
+            print(json.dumps({k: v for k, v in runs[-1].items() if not isinstance(v, list)}), flush=True)
+        results[key] = summarise(runs) | {"seeds": seeds} if seeds else runs[0]
+    if "standard" in results and not seeds:
         base = results["standard"]["regular_epoch_seconds"]
         for r in results.values():
             if base is None or r["regular_epoch_seconds"] is None:
@@ -108,12 +160,12 @@ def main():
             r["regular_epoch_vs_standard"] = r["regular_epoch_seconds"] / base
             if "coreset_phase_seconds" in r:
                 r["coreset_phase_vs_regular_epoch"] = r["coreset_phase_seconds"] / r["regular_epoch_seconds"]
-    if "bype" in results and "exemplar_exact" in results and results["bype"]["mean_epoch_seconds_10"]:
+    if not seeds and "bype" in results and "exemplar_exact" in results and results["bype"]["mean_epoch_seconds_10"]:
         results["bype_speedup_over_exemplar_exact_10_epochs"] = (
             results["exemplar_exact"]["mean_epoch_seconds_10"] / results["bype"]["mean_epoch_seconds_10"])
     out = {"backend": keras.backend.backend(), "machine": platform.processor() or platform.machine(),
            "epochs": args.epochs, "warmup": args.warmup, "iwae_samples": args.iwae_samples,
-           "overrides": args.set, "results": results}
+           "overrides": args.set, "seeds": seeds, "results": results}
     atomic.write_text(Path(args.out), json.dumps(out, indent=2))
     print(f"wrote {args.out}")
 

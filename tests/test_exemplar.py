@@ -213,6 +213,69 @@ def test_retrieval_mixes_over_the_knn_union_and_updates_the_cache():
     np.testing.assert_allclose(_np(prior.cache), cache, rtol=1e-5, atol=1e-5)
 
 
+def _brute_force_per_example(encoder, images, stale_cache, index, candidates, k, log_var, z, leave_one_out=True):
+    """Supplement Algorithm 1 by loops: for example b, its k nearest candidates (Euclidean on the cache, with
+    the batch rows replaced by the queries; own index excluded), m(z_b) = (1/M_eff) sum_j N(z_b; mu_j, s^2 I)
+    with M_eff the candidates that are not b; then the cache rows of the batch and of every selection."""
+    cache = stale_cache.copy()
+    query = encoder.numpy(images[index])
+    cache[index] = query
+    expected, chosen = [], []
+    for b, i in enumerate(index):
+        pool = [(float(((query[b] - cache[j]) ** 2).sum()), pos, int(j)) for pos, j in enumerate(candidates)
+                if not (leave_one_out and j == i)]
+        mine = [j for _, _, j in sorted(pool)[:k]]
+        chosen += mine
+        m_eff = len(candidates) - (sum(int(j == i) for j in candidates) if leave_one_out else 0)
+        terms = [_log_kernel(_f32(z[b:b + 1]), encoder.numpy(images[[j]]), log_var)[0, 0] for j in mine]
+        expected.append(logsumexp(terms) - np.log(m_eff))
+    for j in set(chosen):
+        cache[j] = encoder.numpy(images[[j]])[0]
+    return np.array(expected), cache
+
+
+def test_per_example_retrieval_is_algorithm_1_by_brute_force():
+    """retrieval_mixture=per_example: each example's own k neighbours with normaliser M_eff, against loops;
+    the union form on the same batch differs (its normaliser is |union| - 1 and it mixes other rows' neighbours)."""
+    n, m, k = 30, 12, 3
+    prior, encoder, images = _prior(n, components=m, mode="retrieval", k=k, log_variance=-1.0, seed=9,
+                                    retrieval_mixture="per_example")
+    rng = np.random.default_rng(10)
+    stale = _f32(_np(prior.cache) + rng.normal(scale=0.05, size=(n, 3)))
+    prior.cache.assign(stale.astype(np.float32))
+    index = np.array([0, 4, 9, 13])
+    candidates = np.concatenate([[4, 9, 9, 0], rng.integers(14, n, size=m - 4)])  # own indices, a duplicate
+    z = rng.normal(size=(4, 3)).astype(np.float32)
+    got = _np(prior.training_log_prob(_t(z), _batch(images, index, candidates)))
+    lv = float(_np(prior.log_variance))
+    expected, cache = _brute_force_per_example(encoder, images, stale, index, candidates, k, lv, z)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(_np(prior.cache), cache, rtol=1e-5, atol=1e-5)
+    union, _, _ = _prior(n, components=m, mode="retrieval", k=k, log_variance=-1.0, seed=9)
+    union.cache.assign(stale.astype(np.float32))
+    other = _np(union.training_log_prob(_t(z), _batch(images, index, candidates)))
+    assert np.abs(other - got).max() > 0.1
+
+
+def test_per_example_retrieval_equals_exact_mode_when_k_covers_all_candidates():
+    """With k = M every example's neighbours are all candidates but its own copies: exact mode's mixture and
+    normaliser, duplicates counted as often as drawn (with and without leave-one-out)."""
+    n, m = 16, 9
+    candidates = np.array([1, 1, 3, 5, 8, 8, 8, 12, 2])
+    index = np.array([1, 8, 15])
+    z = _t(np.random.default_rng(8).normal(size=(3, 3)))
+    batch = None
+    for leave_one_out in (True, False):
+        exact, _, images = _prior(n, components=m, log_variance=-0.2, seed=7, leave_one_out=leave_one_out)
+        k = m if not leave_one_out else m - 3  # the largest k every row can fill (index 8 has three copies)
+        per_example, _, _ = _prior(n, components=m, mode="retrieval", k=k, log_variance=-0.2, seed=7,
+                                   retrieval_mixture="per_example", leave_one_out=leave_one_out)
+        batch = _batch(images, index, candidates)
+        got, want = _np(per_example.training_log_prob(z, batch)), _np(exact.training_log_prob(z, batch))
+        rows = [0, 1, 2] if not leave_one_out else [1]  # with k = M - 3 only row 1 (index 8) sees every other
+        np.testing.assert_allclose(got[rows], want[rows], rtol=1e-5, atol=1e-5)
+
+
 # --------------------------------------------------------------------------------------------------
 # evaluation form, normalisation, sampling
 # --------------------------------------------------------------------------------------------------
@@ -449,3 +512,13 @@ def test_retrieval_training_learns_and_resumes_exactly(tmp_path):
         np.testing.assert_allclose(_np(va), _np(vb), rtol=1e-5, atol=1e-7)
     final_a = json.loads((straight / "checkpoint" / "state.json").read_text())
     assert final_a == json.loads((split / "checkpoint" / "state.json").read_text())
+
+
+def test_per_example_retrieval_training_learns_with_a_fresh_cache(tmp_path):
+    config = _digits_config("retrieval", epochs=2)
+    config.model.prior.retrieval_mixture = "per_example"
+    watch = _CacheWatch(data_lib.load_splits(config.data).train)
+    model, _ = fit.train(config, tmp_path, run_evaluation=False, extra_callbacks=[watch])
+    _assert_learned_with_fresh_cache(tmp_path, watch)
+    assert model.prior.retrieval_mixture == "per_example"
+    assert model.prior.get_config()["retrieval_mixture"] == "per_example"

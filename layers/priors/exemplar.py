@@ -13,8 +13,12 @@ log-variance head is not used. The prior has three forms:
   uniformly with replacement; those exemplars are re-encoded with gradients and each example's own
   index is masked (leave-one-out), the normaliser M_eff = M - #masked per row.
 * retrieval-augmented training (mode "retrieval", supplement Algorithm 1): the k nearest cached means
-  of each example's posterior mean among the M candidates; the union of all selections is re-encoded
-  with gradients and normalises the mixture; the cache rows of the batch and of the union are updated.
+  of each example's posterior mean among the M candidates, re-encoded with gradients; the cache rows of
+  the batch and of the selections are updated. `retrieval_mixture` chooses the mixture: "union" (official
+  code) mixes every example over the union of all selections of the batch, normalised by the union's size
+  minus the own index; "per_example" (Algorithm 1) mixes each example over its own k neighbours with the
+  exact-mode normaliser, the M candidates minus copies of the own index (1/M in Algorithm 1, whose
+  candidates never hold it).
 
 Training needs the training images on the device (`attach_training_images`, called by the prior's
 training callback in `fit`): a non-trainable variable that is part of the jitted state but never
@@ -29,12 +33,13 @@ import keras
 import numpy as np
 from keras import ops
 
-from layers.distributions import log_mixture_isotropic, pairwise_squared_distances
+from layers.distributions import LOG_2PI, log_mixture_isotropic, pairwise_squared_distances
 from layers.priors.base import PRIORS, Prior
 from layers.priors.mixture import split_seed
 from layers.registry import option
 
 MODES = ("exact", "retrieval")
+RETRIEVAL_MIXTURES = ("union", "per_example")
 # Largest [rows x components] block the evaluation mixture materialises at once (2^24 floats = 64 MB).
 EVAL_BLOCK_ELEMENTS = 2**24
 EVAL_CHUNK_UNKNOWN_ROWS = 256  # component chunk when the number of rows is not static
@@ -78,6 +83,10 @@ class ExemplarPriorConfig:
     """retrieval mode: nearest neighbours per example among the candidates."""
     leave_one_out: bool = True
     """Mask each training example's own exemplar (and correct the normaliser) during training."""
+    retrieval_mixture: str = option("union", choices=RETRIEVAL_MIXTURES)
+    """retrieval mode: union (official code: every example mixes over the batch-wide union of the kNN selections,
+    normalised by the union's size minus the own index) | per_example (supplement Algorithm 1: each example
+    mixes over its own k neighbours, normalised by the M candidates minus copies of its own index)."""
     chunk_size: int = option(10000, minimum=1)
     """Exemplars encoded at once when the cache of all N exemplar means is refreshed."""
 
@@ -99,6 +108,7 @@ class ExemplarPrior(Prior):
         mode: "exact" or "retrieval".
         k: nearest neighbours per example (retrieval).
         leave_one_out: mask each training example's own exemplar during training.
+        retrieval_mixture: "union" (official code) or "per_example" (supplement Algorithm 1), retrieval mode.
         chunk_size: training images encoded at once when the cache is refreshed.
         eval_chunk: components per block of the evaluation mixture; None picks the largest block of at
             most 2^24 (rows x components) elements.
@@ -106,10 +116,13 @@ class ExemplarPrior(Prior):
     """
 
     def __init__(self, latent_dim, image_shape, num_train, components=25000, mode="exact", k=10,
-                 leave_one_out=True, chunk_size=10000, eval_chunk=None, seed=0, **kwargs):
+                 leave_one_out=True, chunk_size=10000, eval_chunk=None, seed=0, retrieval_mixture="union", **kwargs):
         super().__init__(latent_dim, **kwargs)
         if mode not in MODES:
             raise ValueError(f"exemplar prior mode '{mode}' is not one of {list(MODES)}")
+        if retrieval_mixture not in RETRIEVAL_MIXTURES:
+            raise ValueError(f"exemplar prior retrieval_mixture '{retrieval_mixture}' is not one of "
+                             f"{list(RETRIEVAL_MIXTURES)}")
         if num_train is None or num_train < 1:
             raise ValueError(
                 "the exemplar prior needs the training-set size N (build_model(..., num_train=len(train)))"
@@ -126,6 +139,7 @@ class ExemplarPrior(Prior):
         self.mode = mode
         self.k = int(k)
         self.leave_one_out = leave_one_out
+        self.retrieval_mixture = retrieval_mixture
         self.chunk_size = int(chunk_size)
         self.eval_chunk = eval_chunk
         self.seed = seed
@@ -271,6 +285,8 @@ class ExemplarPrior(Prior):
         index, candidates = self._training_inputs(batch)
         if self.mode == "exact":
             return self._exact_log_prob(z, index, candidates)
+        if self.retrieval_mixture == "per_example":
+            return self._per_example_log_prob(z, batch["image"], index, candidates)
         return self._retrieval_log_prob(z, batch["image"], index, candidates)
 
     def _masked_mixture(self, z, means, index, members, keep=None):
@@ -311,6 +327,37 @@ class ExemplarPrior(Prior):
         self.cache.assign(extended[:n])
         return log_p
 
+    def _per_example_log_prob(self, z, images, index, candidates):
+        """Supplement Algorithm 1 as written: m(z_b) = (1/M_eff) sum over example b's own k nearest candidates of
+        N(z_b; mu_j, sigma^2 I), M_eff = M minus the copies of b's own index among the candidates (exact mode's
+        normaliser; Algorithm 1 draws M candidates without the own index). With k = M it is exact mode."""
+        n, d, k = self.num_train, self.latent_dim, self.k
+        query = ops.stop_gradient(self._encode(images)[0])
+        cache = ops.scatter_update(ops.convert_to_tensor(self.cache), index[:, None], query)
+        own = ops.equal(candidates[None, :], index[:, None])  # [B, M]
+        excluded = own if self.leave_one_out else None
+        nearest = self.neighbours.search(query, ops.take(cache, candidates, axis=0), k, excluded)
+        selected = ops.take(candidates, nearest)  # [B, k] training-set indices, each row its own neighbours
+        flat = ops.reshape(selected, (-1,))
+        means = self._exemplar_means(flat)  # [B * k, d], with gradients
+        per_row = ops.reshape(means, (-1, k, d))
+        sq_dist = ops.sum(ops.square(z[:, None, :] - per_row), axis=-1)  # [B, k]
+        log_kernel = -0.5 * (d * (LOG_2PI + self.log_variance) + sq_dist * ops.exp(-self.log_variance))
+        count = ops.full((ops.shape(z)[0],), float(ops.shape(candidates)[0]))
+        if self.leave_one_out:  # fewer than k other candidates: the own index never counts
+            log_kernel = ops.where(ops.equal(selected, index[:, None]), -math.inf, log_kernel)
+            count = count - ops.sum(ops.cast(own, "float32"), axis=1)
+        log_p = ops.logsumexp(log_kernel, axis=-1) - ops.log(count)
+        # the selections' cache rows get the fresh means (sorted, repeated copies to a scratch row n)
+        order = ops.argsort(flat)
+        rows = ops.take(flat, order)
+        first = ops.concatenate([ops.ones((1,), dtype="bool"), ops.not_equal(rows[1:], rows[:-1])])
+        extended = ops.concatenate([cache, ops.zeros((1, d))], axis=0)
+        extended = ops.scatter_update(extended, ops.where(first, rows, n)[:, None],
+                                      ops.stop_gradient(ops.take(means, order, axis=0)))
+        self.cache.assign(extended[:n])
+        return log_p
+
     # --- sampling -----------------------------------------------------------------------------------
     def _kernel(self, means, seed):
         eps = keras.random.normal(ops.shape(means), seed=self.seed_generator if seed is None else seed)
@@ -340,6 +387,7 @@ class ExemplarPrior(Prior):
             "mode": self.mode,
             "k": self.k,
             "leave_one_out": self.leave_one_out,
+            "retrieval_mixture": self.retrieval_mixture,
             "chunk_size": self.chunk_size,
             "eval_chunk": self.eval_chunk,
             "seed": self.seed,

@@ -24,7 +24,7 @@ from layers.registry import option
 class CoresetConfig:
     """The pseudocoreset update (paper Algorithm 2, reference notes section 3.4), run by the coreset phase
     of `training.procedures.coreset`. Defaults reproduce the official code; each option names a choice the
-    paper leaves open."""
+    paper leaves open or where paper and code differ (docs/models/bype.md#options lists the paper mode)."""
 
     interval: int = option(10, minimum=1)
     """Run a coreset phase every k epochs (after epochs k, 2k, ...); 1 updates after every epoch."""
@@ -39,12 +39,27 @@ class CoresetConfig:
     j and the bias correction keep counting across phases."""
     potential: str = option("unit_gaussian", choices=("unit_gaussian", "likelihood"))
     """Log-likelihood potential f(x, z): unit_gaussian (official: -1/2 ||x - mean(z)||^2, variance 1)
-    | likelihood (the model's own Gaussian / squared-error reconstruction term)."""
+    | likelihood (the model's own likelihood: Gaussian / squared-error, or Bernoulli). A Gaussian of any scalar
+    variance scales every gradient by one constant, which the Adam step ignores, so the two differ only
+    for a Bernoulli likelihood."""
     gradient_centering: str = option("pixels", choices=("pixels", "samples"))
     """Centre the pseudo-point gradients over the pixel axis (official code) or over the S samples
     (textbook estimator, paper Eq. 19)."""
     clip_points: bool = False
     """Clip pseudo-point pixels to [0, 1] after each step (the official code does not)."""
+    weight_centering: str = option("sampling", choices=("sampling", "write_back"))
+    """sampling: the S samples come from the centred, clamped weights w~ while the residual and the update
+    use the raw w (official code) | write_back: w is projected onto {w >= 0, sum w = N} before and after
+    every step (Algorithm 2 line 2's centring, with the clamp made part of it), so sampling, the residual,
+    the update and the VAE's prior all use one vector (paper)."""
+    weight_step_size: float = option(0.0, minimum=0)
+    """0: w takes the shared Adam step gamma_j of [w; vec(U)], about gamma_j per step whatever the weights'
+    scale N/M (official code) | > 0: gamma_0 of w's own schedule in units of N/M (a step of
+    weight_step_size * (N/M) / (j + 1) times w's Adam direction), so w moves on its own scale."""
+    update_points: bool = True
+    """Update the pseudo-points U in the coreset phase (false: U stays at its initial training images)."""
+    update_weights: bool = True
+    """Update the weights w in the coreset phase (false: w stays uniform, N/M). With both false no phase runs."""
 
 
 @dataclass

@@ -10,9 +10,13 @@ to matrix products, so no [M, S, D] gradient tensor is ever formed:
   Centring over pixels (official code) subtracts that row's mean over D; centring over samples
   (paper Eq. 35) gives (m^T r - mean_s(m) sum_s r_s) / v instead.
 
-The official code's choices the paper leaves open are options of `CoresetConfig` (layers/priors/pseudocoreset.py):
-steps per phase, S, the potential's variance, the restarting step-size schedule with persistent Adam
-moments, the centring axis, and whether U is clipped.
+With a Bernoulli potential f(x, z) = x . L(z) + sum_d log(1 - p_d(z)), L the decoder's logits,
+grad_u f(u_m, z_s) = L(z_s) for every m, so the same products serve.
+
+The official code's choices the paper leaves open or states otherwise are options of `CoresetConfig`
+(layers/priors/pseudocoreset.py): steps per phase, S, the potential, the restarting step-size schedule with
+persistent Adam moments, the centring axis, whether U is clipped, which weights the residual uses
+(`weight_centering`), the weights' step size, and (for ablations) which of U and w are updated.
 """
 
 import math
@@ -23,6 +27,7 @@ import numpy as np
 from keras import ops
 
 from layers.distributions import LOG_2PI, pairwise_squared_distances
+from layers.likelihoods.bernoulli import Bernoulli
 from layers.priors.mixture import split_seed
 from layers.priors.pseudocoreset import PseudocoresetPrior
 from training.procedures.base import prior_callbacks
@@ -37,45 +42,83 @@ def gaussian_potentials(x, means, log_var):
     return -0.5 * (dim * (LOG_2PI + log_var) + pairwise_squared_distances(x, means) * ops.exp(-log_var))
 
 
+BERNOULLI_EPSILON = 1e-6  # decoder probabilities are clipped to [eps, 1 - eps] before their logits are taken
+
+
+def bernoulli_potentials(x, logits, log_one_minus_p):
+    """f(x_n, z_s) = sum_d x_nd L_sd + log(1 - p_sd) (the Bernoulli log-likelihood of x, continuous or not): [n, S]."""
+    return ops.matmul(x, ops.transpose(logits)) + ops.sum(log_one_minus_p, axis=-1)[None, :]
+
+
 def centre_over_samples(f):
     """Subtract each row's mean over the S samples (paper Eq. 36-37)."""
     return f - ops.mean(f, axis=-1, keepdims=True)
 
 
-def coreset_gradients(points, weights, data, decoder_means, log_var, num_train, centering="pixels"):
+def coreset_gradients(points, weights, data, decoder_means, log_var, num_train, centering="pixels",
+                      potential="gaussian"):
     """Stochastic gradients of KL(p(z | U, w) || p(z | X)) w.r.t. w and U (paper Eq. 34-37).
 
     Args:
         points: U flattened, [M, D].
-        weights: w, [M] (raw, as in the residual of Eq. 34).
+        weights: w, [M]: the vector of the residual of Eq. 34 (the raw w in the official code, the
+            written-back centred w under `weight_centering: write_back`).
         data: a minibatch of B training points, [B, D].
         decoder_means: m(z_s) for S samples z_s from the current pseudocoreset prior, [S, D].
-        log_var: log v of the Gaussian potential (0 for the official unit-variance potential).
+        log_var: log v of the Gaussian potential (0 for the official unit-variance potential); unused
+            for the Bernoulli potential.
         num_train: N.
         centering: "pixels" (official code) or "samples" (paper Eq. 35) for the gradient of f in u.
+        potential: "gaussian" (log N(x | m(z), v I)) or "bernoulli" (log Bernoulli(x | m(z))).
 
     Returns:
         (grad_w [M], grad_u [M, D]).
     """
     num_samples = decoder_means.shape[0]
     batch = data.shape[0]
-    f_x = centre_over_samples(gaussian_potentials(data, decoder_means, log_var))  # [B, S]
-    f_u = centre_over_samples(gaussian_potentials(points, decoder_means, log_var))  # [M, S]
+    if potential == "gaussian":
+        potentials = lambda x: gaussian_potentials(x, decoder_means, log_var)
+        inv_var = ops.exp(-log_var)
+    elif potential == "bernoulli":
+        p = ops.clip(decoder_means, BERNOULLI_EPSILON, 1.0 - BERNOULLI_EPSILON)
+        logits, log_one_minus_p = ops.log(p) - ops.log(1.0 - p), ops.log(1.0 - p)
+        potentials = lambda x: bernoulli_potentials(x, logits, log_one_minus_p)
+    else:
+        raise ValueError(f"potential must be 'gaussian' or 'bernoulli', got {potential!r}")
+    if centering not in ("pixels", "samples"):
+        raise ValueError(f"centering must be 'pixels' or 'samples', got {centering!r}")
+    f_x = centre_over_samples(potentials(data))  # [B, S]
+    f_u = centre_over_samples(potentials(points))  # [M, S]
     residual = (num_train / batch) * ops.sum(f_x, axis=0) - ops.matmul(weights[None, :], f_u)[0]  # [S]
     grad_w = -ops.matmul(f_u, residual[:, None])[:, 0] / num_samples
-    inv_var = ops.exp(-log_var)
-    means_dot_r = ops.matmul(residual[None, :], decoder_means)  # [1, D]
     residual_sum = ops.sum(residual)
-    if centering == "samples":
-        h_dot_r = (means_dot_r - ops.mean(decoder_means, axis=0, keepdims=True) * residual_sum) * inv_var
+    if potential == "bernoulli":  # grad_u f(u_m, z_s) = L_s for every m
+        h_dot_r = ops.matmul(residual[None, :], logits)  # [1, D]
+        if centering == "samples":
+            h_dot_r = h_dot_r - ops.mean(logits, axis=0, keepdims=True) * residual_sum
+        else:
+            h_dot_r = h_dot_r - ops.mean(h_dot_r, axis=-1, keepdims=True)
         h_dot_r = ops.broadcast_to(h_dot_r, ops.shape(points))
-    elif centering == "pixels":
-        h_dot_r = (means_dot_r - points * residual_sum) * inv_var  # [M, D]
-        h_dot_r = h_dot_r - ops.mean(h_dot_r, axis=-1, keepdims=True)
     else:
-        raise ValueError(f"centering must be 'pixels' or 'samples', got {centering!r}")
+        means_dot_r = ops.matmul(residual[None, :], decoder_means)  # [1, D]
+        if centering == "samples":
+            h_dot_r = (means_dot_r - ops.mean(decoder_means, axis=0, keepdims=True) * residual_sum) * inv_var
+            h_dot_r = ops.broadcast_to(h_dot_r, ops.shape(points))
+        else:
+            h_dot_r = (means_dot_r - points * residual_sum) * inv_var  # [M, D]
+            h_dot_r = h_dot_r - ops.mean(h_dot_r, axis=-1, keepdims=True)
     grad_u = -weights[:, None] * h_dot_r / num_samples
     return grad_w, grad_u
+
+
+def project_weights(weights, total):
+    """Euclidean projection of w onto {w >= 0, sum w = total}: max(w - tau, 0) with
+    tau = max_j (sum of the j largest - total) / j. Without clamping this is Algorithm 2 line 2's
+    centring w + (total/M - mean(w)); with it, the vector stays non-negative and still sums to total."""
+    ordered = ops.flip(ops.sort(weights), axis=0)
+    count = ops.arange(1, ordered.shape[0] + 1, dtype=ordered.dtype)
+    tau = ops.max((ops.cumsum(ordered) - total) / count)
+    return ops.maximum(weights - tau, 0.0)
 
 
 def adam_direction(grad, moment1, moment2, step):
@@ -87,47 +130,78 @@ def adam_direction(grad, moment1, moment2, step):
     return m_hat / (ADAM_EPSILON + ops.sqrt(v_hat)), moment1, moment2
 
 
-def potential_log_variance(model, potential):
-    """log v of the coreset potential: 0 (official unit variance) or the model's own Gaussian likelihood."""
+def potential_form(model, potential):
+    """(kind, log v) of the coreset potential: ("gaussian", 0) for the official unit variance, or the
+    model's own likelihood: ("gaussian", its log-variance) or ("bernoulli", None)."""
     if potential == "unit_gaussian":
-        return ops.convert_to_tensor(0.0)
+        return "gaussian", ops.convert_to_tensor(0.0)
+    if isinstance(model.likelihood, Bernoulli):
+        return "bernoulli", None
     log_var = model.likelihood.gaussian_log_variance()
     if log_var is None:
         raise ValueError(
-            f"model.prior.coreset.potential=likelihood needs a Gaussian-form likelihood (gaussian or squared_error), "
-            f"not {type(model.likelihood).__name__}; use model.prior.coreset.potential=unit_gaussian"
+            f"model.prior.coreset.potential=likelihood needs a Gaussian-form or Bernoulli likelihood (gaussian, "
+            f"squared_error, bernoulli), not {type(model.likelihood).__name__}; use "
+            f"model.prior.coreset.potential=unit_gaussian"
         )
-    return log_var
+    return "gaussian", log_var
 
 
 def coreset_step(model, images, options):
-    """One stochastic coreset step on a minibatch of training images (Algorithm 2, lines 5-17)."""
+    """One stochastic coreset step on a minibatch of training images (Algorithm 2, lines 5-17).
+
+    Returns the root-mean-square weight gradient (a finiteness check for the phase)."""
     prior = model.prior
+    m, n = prior.components, prior.num_train
+    write_back = options["weight_centering"] == "write_back"
     flat = lambda t: ops.reshape(t, (ops.shape(t)[0], -1))
+    if write_back:  # Algorithm 2 line 2: the centred vector is w itself, for sampling and the residual alike
+        prior.point_weights.assign(project_weights(prior.point_weights, n))
+    weights = ops.convert_to_tensor(prior.point_weights)
     sample_seed, decode_seed = split_seed(prior.seed_generator, 2)
     z = prior.sample(options["num_samples"], seed=sample_seed)
     decoder_means = flat(model.decode(z, seed=decode_seed))
     points = flat(prior.points)
+    kind, log_var = potential_form(model, options["potential"])
     grad_w, grad_u = coreset_gradients(
-        points, prior.point_weights, flat(ops.convert_to_tensor(images)), decoder_means,
-        potential_log_variance(model, options["potential"]), prior.num_train, options["gradient_centering"],
+        points, weights, flat(ops.convert_to_tensor(images)), decoder_means, log_var, n,
+        options["gradient_centering"], kind,
     )
     grad = ops.concatenate([grad_w, ops.reshape(grad_u, (-1,))])
     step = prior.update_count
     direction, moment1, moment2 = adam_direction(grad, prior.moment1, prior.moment2, step)
     gamma = options["step_size"] / (step + 1.0)
-    current = ops.concatenate([prior.point_weights, ops.reshape(points, (-1,))])
-    updated = current - gamma * direction
-    m = prior.components
-    new_points = ops.reshape(updated[m:], ops.shape(prior.points))
-    if options["clip_points"]:
-        new_points = ops.clip(new_points, 0.0, 1.0)
-    prior.point_weights.assign(ops.maximum(updated[:m], 0.0))  # projection onto w >= 0
-    prior.points.assign(new_points)
+    if options["update_weights"]:
+        weight_gamma = gamma  # official: the shared step of [w; vec(U)]
+        if options["weight_step_size"]:  # w's own schedule, in units of N/M
+            weight_gamma = options["weight_step_size"] * (n / m) / (step + 1.0)
+        new_weights = weights - weight_gamma * direction[:m]
+        # line 15's projection onto w >= 0; under write_back onto {w >= 0, sum w = N}
+        prior.point_weights.assign(project_weights(new_weights, n) if write_back else ops.maximum(new_weights, 0.0))
+    if options["update_points"]:
+        new_points = points - gamma * ops.reshape(direction[m:], ops.shape(points))
+        new_points = ops.reshape(new_points, ops.shape(prior.points))
+        if options["clip_points"]:
+            new_points = ops.clip(new_points, 0.0, 1.0)
+        prior.points.assign(new_points)
     prior.moment1.assign(moment1)
     prior.moment2.assign(moment2)
     prior.update_count.assign(step + 1.0)
     return ops.sqrt(ops.mean(ops.square(grad_w)))
+
+
+def coreset_statistics(prior):
+    """The history's view of the pseudocoreset: the effective number of pseudo-points of the mixture's
+    weights w~ (centred, clamped), (sum w~)^2 / sum w~^2 (M while they are equal), its largest and smallest
+    weight, and the fraction of pseudo-point pixels outside [0, 1]."""
+    w = ops.convert_to_numpy(prior.centred_weights()).astype("float64")
+    u = ops.convert_to_numpy(prior.points)
+    return {
+        "coreset_ess": float(w.sum() ** 2 / max(np.square(w).sum(), 1e-300)),
+        "coreset_weight_max": float(w.max()),
+        "coreset_weight_min": float(w.min()),
+        "coreset_points_outside": float(np.mean((u < 0.0) | (u > 1.0))),
+    }
 
 
 class CoresetPhase(keras.callbacks.Callback):
@@ -151,7 +225,10 @@ class CoresetPhase(keras.callbacks.Callback):
         self.seconds = 0.0
 
     def phase_due(self, epoch):
-        """The phase after (1-based) epoch e runs at the start of 0-based epoch e when e % k == 0."""
+        """The phase after (1-based) epoch e runs at the start of 0-based epoch e when e % k == 0 (never
+        when neither U nor w is updated)."""
+        if not (self.options["update_points"] or self.options["update_weights"]):
+            return False
         return epoch > 0 and epoch % self.options["interval"] == 0
 
     def run_phase(self, epoch):
@@ -178,9 +255,8 @@ class CoresetPhase(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if logs is None:
             return
-        w = ops.convert_to_numpy(self.vae.prior.centred_weights()).astype("float64")
         logs["coreset_seconds"] = self.seconds
-        logs["coreset_ess"] = float(w.sum() ** 2 / max(np.square(w).sum(), 1e-300))
+        logs.update(coreset_statistics(self.vae.prior))
 
 
 @prior_callbacks(PseudocoresetPrior)
