@@ -36,8 +36,9 @@ class SVIOptions:
     clip_norm: float = option(1.0, minimum=0)
     """Largest L2 norm of the (mean, log_var) gradient of one step; 0 disables clipping."""
     gradient: str = option("batch_mean", choices=("batch_mean", "per_example"))
-    """batch_mean: the gradient of the batch-mean objective, clipped as one tensor, as SA-VAE's code does and
-    the BSVI paper follows (default; the per-image step is eta / B) | per_example: each image's own gradient,
+    """batch_mean: the gradient of the batch-mean objective, as SA-VAE's code does and the BSVI paper follows
+    (default; the per-image step is eta / B), clipped as one (mean, log_var) tensor (SA-VAE clips the two
+    separately, at 5; the BSVI paper says only "clipping 1.0") | per_example: each image's own gradient,
     clipped per image, so a result does not depend on the other images of the batch (then lr 1.0 is B times
     the paper's step: use e.g. learning_rate 0.02, clip_norm 7 for B = 50)."""
     estimator: str = option("total", choices=("total", "path"))
