@@ -315,6 +315,35 @@ def render_evaluation_report():
     return lines
 
 
+# --- ByPE ablation (issue 15) ----------------------------------------------------------------------------
+ABLATION_ROWS = {"standard": "standard", "vampprior": "VampPrior (K = 500)", "exemplar_exact": "Exemplar exact (M = 3500)",
+                 "bype": "ByPE official mode", "bype_paper": "ByPE paper mode",
+                 "bype_frozen": "ByPE, U frozen at its initial images, uniform w",
+                 "bype_frozen_weights": "ByPE, w frozen uniform"}
+
+
+def render_priors_ablation():
+    report = load("priors-ablation-tensorflow.json")
+    results = report["results"]
+
+    def cell(r, key, digits=2):
+        mean = r["mean"].get(key)
+        if mean is None:
+            return "-"
+        return f"{mean:.{digits}f} +- {r['std'][key]:.{digits}f}" if len(r["runs"]) > 1 else f"{mean:.{digits}f}"
+
+    rows = [(label, cell(results[k], "nll"), cell(results[k], "negative_elbo"), cell(results[k], "active_units", 1),
+             cell(results[k], "coreset_ess", 1), cell(results[k], "coreset_points_outside", 3),
+             cell(results[k], "seconds_per_epoch"))
+            for k, label in ABLATION_ROWS.items() if k in results]
+    seeds = results[next(iter(results))]["seeds"]
+    header = ("prior", f"test NLL (S = {report['iwae_samples']})", "-ELBO", "active units", "final ESS (of 500)",
+              "U outside [0, 1]", "s / epoch")
+    return [note("priors-ablation-tensorflow.json"), *table(header, rows), "",
+            f"{report['backend']}, {report['epochs']} epochs, warm-up {report['warmup']}, seeds {seeds}, no early "
+            "stopping; NLL and -ELBO of the squared-error objective (the ByPE setting), nats."]
+
+
 # --- BSVI ----------------------------------------------------------------------------------------------
 BSVI_ROWS = {"vae": "VAE (elbo)", "iwae": "IWAE-k' (k' = 10)", "svi": "SVI-k' (k' = 10)", "bsvi_sir": "BSVI-k-SIR (k = 9)"}
 PAPER_BSVI_OMNIGLOT = {"vae": -89.83, "iwae": -89.02, "svi": -89.65, "bsvi_sir": -88.80}
@@ -369,6 +398,7 @@ def render_bsvi():
 
 REGIONS = {  # name -> (page under docs/, renderer)
     "bsvi": ("benchmarks.md", render_bsvi),
+    "priors-ablation": ("benchmarks.md", render_priors_ablation),
     "speed": ("benchmarks.md", render_speed),
     "speed-conv": ("benchmarks.md", render_speed_conv),
     "speed-torch-compiled": ("benchmarks.md", render_speed_torch_compiled),
