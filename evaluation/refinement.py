@@ -18,7 +18,8 @@ from keras import ops
 
 from layers.distributions import log_normal_diag
 from zoo.compiled import model_function
-from zoo.svi import SVIOptions, bsvi_bound, check_single_latent, draw_noise, log_buffer_weights, refine
+from zoo.svi import (SVIOptions, bsvi_bound, check_single_latent, draw_noise, log_buffer_weights,
+                     log_weight_terms, refine)
 
 DEFAULT_STEPS = 500
 DEFAULT_ELBO_SAMPLES = 100
@@ -39,9 +40,8 @@ def refined_bounds(model, x, steps, options, elbo_samples):
     trajectory = refine(model, x, mean, log_var, noise[:steps], density, options)
     last_mean, last_log_var = trajectory.means[-1], trajectory.log_vars[-1]
     z_last = last_mean + ops.exp(0.5 * last_log_var) * noise[-1]
-    last = (model.conditional_log_prob(x, z_last) + density(z_last)
-            - log_normal_diag(z_last, last_mean, last_log_var))
-    log_w = ops.concatenate([trajectory.log_px + trajectory.log_ratio, last[None]], axis=0)
+    last_px, last_ratio = log_weight_terms(model, x, z_last, last_mean, last_log_var, density)
+    log_w = ops.concatenate([trajectory.log_px + trajectory.log_ratio, (last_px + last_ratio)[None]], axis=0)
     bound = bsvi_bound(log_w, log_buffer_weights(steps + 1))
     # ELBO* of q_steps with S fresh draws per image (one decoder call on S * B points)
     b, d = ops.shape(mean)[0], ops.shape(mean)[1]

@@ -78,9 +78,10 @@ def refine(model, x, mean, log_var, noise, density, options, kl_weight=1.0):
     def objective(lam_, eps):
         m, lv = lam_[:, :d], lam_[:, d:]
         z = m + ops.exp(0.5 * lv) * eps
-        log_px, log_ratio = log_weight_terms(model, x, z, m, lv, density)
+        log_px, log_pz = model.conditional_log_prob(x, z), density(z)
+        log_ratio = log_pz - log_normal_diag(z, m, lv)
         if options.estimator == "path":  # log q's parameters held constant, z's path kept
-            path_ratio = density(z) - log_normal_diag(z, ops.stop_gradient(m), ops.stop_gradient(lv))
+            path_ratio = log_pz - log_normal_diag(z, ops.stop_gradient(m), ops.stop_gradient(lv))
             return log_px + kl_weight * path_ratio, (log_px, log_ratio)
         return log_px + kl_weight * log_ratio, (log_px, log_ratio)
 
