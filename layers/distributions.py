@@ -60,12 +60,16 @@ def log_bernoulli_logits(x, logits, event_ndims=3):
     return _sum_event(x * logits - softplus(logits), min(event_ndims, 1))
 
 
-def log_discretized_logistic(x, mean, log_scale, bins=256, event_ndims=3):
-    """Discretised logistic over `bins` bins of width 1/bins on [0, 1] (VampPrior reference form).
+def log_discretized_logistic(x, mean, log_scale, bins=256, event_ndims=3, open_ends=False):
+    """Discretised logistic over `bins` bins of width 1/bins on [0, 1].
 
     x is floored to its bin's lower edge x0; p = sigmoid((x0 + 1/bins - mean)/s) - sigmoid((x0 - mean)/s),
-    s = exp(log_scale); log(p + 1e-7) as in the reference, computed in log space:
+    s = exp(log_scale), computed in log space:
     log(sigmoid(a) - sigmoid(b)) = log(sigmoid(a)) + log(1 - exp(log sigmoid(b) - log sigmoid(a))).
+
+    open_ends=False is the VampPrior reference form: log(p + 1e-7), and the logistic's mass outside [0, 1]
+    is lost (the bins sum to less than 1). open_ends=True is PixelCNN++'s (Salimans et al. 2017, used by
+    BSVI): the first bin runs from -inf and the last to +inf, so the bins sum to 1.
     """
     x, mean, log_scale = _flatten_events(event_ndims, x, mean, log_scale)
     x0 = ops.floor(x * bins) / bins
@@ -76,7 +80,11 @@ def log_discretized_logistic(x, mean, log_scale, bins=256, event_ndims=3):
     log_sig_b = -softplus(-b)
     delta = ops.minimum(log_sig_b - log_sig_a, -1e-12)
     log_p = log_sig_a + ops.log(-ops.expm1(delta))
-    log_p = ops.logaddexp(log_p, math.log(1e-7))
+    if open_ends:
+        log_p = ops.where(x0 < 0.5 / bins, log_sig_a, log_p)  # log sigmoid(a): mass below the first upper edge
+        log_p = ops.where(x0 > 1.0 - 1.5 / bins, -softplus(b), log_p)  # log(1 - sigmoid(b)): above the last edge
+    else:
+        log_p = ops.logaddexp(log_p, math.log(1e-7))
     return _sum_event(log_p, min(event_ndims, 1))
 
 

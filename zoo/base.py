@@ -63,6 +63,8 @@ class LatentVariableModel(SteppedModel):
 
     likelihood_head = "dense"  # "conv": the likelihood reads feature maps (ConvHVAE)
     stochastic_layers = 1
+    autoregressive = False
+    """True: p(x | z) is a PixelCNN, so decode / sample / reconstruct draw x pixel by pixel (zoo.autoregressive)."""
     """Number of stochastic layers; procedures that refine a single Gaussian q(z | x) (SVI, BSVI) need 1."""
 
     def __init__(self, image_shape, latent_dim, likelihood, prior, hidden_units=300, seed=0, num_train=None,
@@ -133,11 +135,12 @@ class LatentVariableModel(SteppedModel):
         raise NotImplementedError(f"abstract: {type(self).__name__} does not split its variables into phi and theta")
 
     def decode(self, z, seed=None):
-        """Mean image of p(x | z) for top latents z (lower latents drawn from their conditional prior)."""
+        """Mean image of p(x | z) for top latents z (lower latents drawn from their conditional prior);
+        autoregressive decoders draw x ~ p(x | z) instead (their mean needs every pixel's past)."""
         raise NotImplementedError("abstract: architectures define decode")
 
-    def reconstruct(self, x):
-        """Mean image decoded from the posterior means."""
+    def reconstruct(self, x, seed=None):
+        """Image decoded from the posterior means (`seed`: the draw of an autoregressive decoder)."""
         raise NotImplementedError("abstract: architectures define reconstruct")
 
     # --- shared ---------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from keras import ops
 
 from layers.dense import HeDense
 from layers.initializers import torch_default_bias, torch_default_kernel
+from layers.masked_conv import MaskedConv2D
 from layers.registry import Registry, layer_from_config
 
 LIKELIHOODS = Registry("likelihood", package="layers.likelihoods", section="model.likelihood")
@@ -24,7 +25,9 @@ class Likelihood(keras.layers.Layer):
 
     Args:
         image_shape: (H, W, C) of the data.
-        head: "dense" (flat features in) or "conv" (feature maps in, 1x1 convolution).
+        head: "dense" (flat features in), "conv" (feature maps in, 1x1 convolution) or "pixel" (feature maps
+            of a PixelCNN in, a 1x1 convolution colour-masked like the trunk, so channel c of a pixel reads
+            only the features that do not see that channel).
     """
 
     parameters = ("mean",)
@@ -40,6 +43,9 @@ class Likelihood(keras.layers.Layer):
     def build(self, input_shape):
         if self.head == "dense":
             self.heads = [HeDense(self.event_size, name=f"{p}_head") for p in self.parameters]
+        elif self.head == "pixel":
+            self.heads = [MaskedConv2D(self.image_shape[-1], 1, "B", color_channels=self.image_shape[-1],
+                                       name=f"{p}_head") for p in self.parameters]
         else:
             fan_in = input_shape[-1]
             self.heads = [
@@ -70,6 +76,12 @@ class Likelihood(keras.layers.Layer):
 
     def mean(self, params):
         return params[0]
+
+    def sample_from_uniform(self, params, uniform):
+        """Draws x ~ p(x | params), one per pixel, as a deterministic function of U(0, 1) noise of the image's
+        shape: autoregressive samplers draw the noise once per request and read one pixel of it per step."""
+        raise NotImplementedError(f"the {self.registered_name} likelihood cannot draw pixels (autoregressive "
+                                  "decoders need it): use bernoulli or discretized_logistic")
 
     def gaussian_log_variance(self):
         """log of the pixel variance when log p(x|z) is Gaussian in x (None otherwise)."""

@@ -19,3 +19,6 @@ class Bernoulli(Likelihood):
 
     def mean(self, params):
         return ops.sigmoid(params[0])
+
+    def sample_from_uniform(self, params, uniform):
+        return ops.cast(uniform < ops.sigmoid(params[0]), "float32")

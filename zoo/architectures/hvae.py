@@ -10,6 +10,7 @@ from keras import ops
 from layers.distributions import log_normal_diag
 from layers.gated import GatedDense
 from layers.gaussian_head import GaussianHead
+from layers.priors.mixture import split_seed
 from zoo.base import ARCHITECTURES, LatentVariableModel, ModelConfig
 from zoo.networks import gated_mlp
 
@@ -36,9 +37,13 @@ class HVAE(LatentVariableModel):
         self.q_z1_head = GaussianHead(latent_dim, name="q_z1_head")
         self.p_z1_net = keras.Sequential([GatedDense(h), GatedDense(h)], name="p_z1_net")
         self.p_z1_head = GaussianHead(latent_dim, name="p_z1_head")
+        self.build_decoder_inputs(h)
+        self.finish_build()
+
+    def build_decoder_inputs(self, h):
+        """The maps from z1 and z2 into p(x | z1, z2) (`PixelHVAE`: image-sized conditioning maps)."""
         self.p_x_z1 = GatedDense(h, name="p_x_z1")
         self.p_x_z2 = GatedDense(h, name="p_x_z2")
-        self.finish_build()
 
     def build_x_networks(self, h):
         """The networks that read or produce images: gated MLPs here, gated convs in ConvHVAE."""
@@ -68,7 +73,7 @@ class HVAE(LatentVariableModel):
         mean1, log_var1 = self.q_z1(self.q_z1_x_net(x), z2)
         z1 = self.reparameterize(mean1, log_var1)
         p_mean1, p_log_var1 = self.p_z1(z2)
-        log_px = self.likelihood.log_prob(x, self.decoder_params(z1, z2))
+        log_px = self.log_px(x, z1, z2)
         kl = (
             log_normal_diag(z1, mean1, log_var1)
             + log_normal_diag(z2, mean2, log_var2)
@@ -85,7 +90,7 @@ class HVAE(LatentVariableModel):
         """log p(x, z1, z2) = log p(x | z1, z2) + log p(z1 | z2) + log p(z2) for z = [z1, z2] concatenated."""
         z1, z2 = z[:, : self.latent_dim], z[:, self.latent_dim:]
         p_mean1, p_log_var1 = self.p_z1(z2)
-        return (self.likelihood.log_prob(x, self.decoder_params(z1, z2)) + log_normal_diag(z1, p_mean1, p_log_var1)
+        return (self.log_px(x, z1, z2) + log_normal_diag(z1, p_mean1, p_log_var1)
                 + self.prior.log_prob(z2))
 
     def log_importance_weights(self, x, num_samples):
@@ -100,21 +105,35 @@ class HVAE(LatentVariableModel):
         mean1, log_var1 = self.q_z1(x_features, z2_flat)
         z1 = self.reparameterize(mean1, log_var1)
         p_mean1, p_log_var1 = self.p_z1(z2_flat)
-        params = [ops.reshape(p, (-1, s, *self.image_shape)) for p in self.decoder_params(z1, z2_flat)]
-        log_px = self.likelihood.log_prob(x[:, None], params)
+        log_px = self.log_px_samples(x, z1, z2_flat, s)
         log_z1 = log_normal_diag(z1, p_mean1, p_log_var1) - log_normal_diag(z1, mean1, log_var1)
         log_z2 = self.prior.log_prob(z2_flat) - ops.reshape(log_normal_diag(z2, mean2[:, None], log_var2[:, None]), (-1,))
         return log_px + ops.reshape(log_z1 + log_z2, (-1, s))
+
+    def log_px(self, x, z1, z2):
+        """log p(x | z1, z2) per row."""
+        return self.likelihood.log_prob(x, self.decoder_params(z1, z2))
+
+    def log_px_samples(self, x, z1, z2, num_samples):
+        """log p(x | z1_s, z2_s) [B, S] for S latent pairs per image (image-major rows); the parameters
+        broadcast against x."""
+        params = [ops.reshape(p, (-1, num_samples, *self.image_shape)) for p in self.decoder_params(z1, z2)]
+        return self.likelihood.log_prob(x[:, None], params)
+
+    def generate(self, z1, z2, seed=None):
+        """The image shown for latents (z1, z2): E[x | z1, z2] (`PixelHVAE` draws x)."""
+        return self.likelihood.mean(self.decoder_params(z1, z2))
 
     # --- generation ----------------------------------------------------------------------------------
     def decode(self, z, seed=None):
         """Decode top latents z2: z1 ~ p(z1 | z2) (sampled, as the reference does), x = E[x | z1, z2]."""
         p_mean1, p_log_var1 = self.p_z1(z)
         z1 = self.reparameterize(p_mean1, p_log_var1, seed=seed)
-        return self.likelihood.mean(self.decoder_params(z1, z))
+        x_seed = split_seed(seed, 2)[1] if isinstance(seed, int) else seed  # a generator advances by itself
+        return self.generate(z1, z, seed=x_seed)
 
-    def reconstruct(self, x):
+    def reconstruct(self, x, seed=None):
         x = ops.convert_to_tensor(x)
         mean2, _ = self.encode(x)
         mean1, _ = self.q_z1(self.q_z1_x_net(x), mean2)
-        return self.likelihood.mean(self.decoder_params(mean1, mean2))
+        return self.generate(mean1, mean2, seed=seed)

@@ -17,10 +17,15 @@ class VAE(LatentVariableModel):
     def __init__(self, image_shape, latent_dim, likelihood, prior, hidden_units=300, seed=0, num_train=None, **kwargs):
         super().__init__(image_shape, latent_dim, likelihood, prior, hidden_units=hidden_units, seed=seed,
                          num_train=num_train, **kwargs)
-        self.encoder_net = gated_mlp(hidden_units, 2, name="encoder_net")
-        self.encoder_head = GaussianHead(latent_dim, name="encoder_head")
-        self.decoder_net = keras.Sequential([GatedDense(hidden_units), GatedDense(hidden_units)], name="decoder_net")
+        self.build_networks()
         self.finish_build()
+
+    def build_networks(self):
+        """q(z | x) as `encoder_net` + `encoder_head`, and the decoder; `PixelVAE` swaps in its own."""
+        self.encoder_net = gated_mlp(self.hidden_units, 2, name="encoder_net")
+        self.encoder_head = GaussianHead(self.latent_dim, name="encoder_head")
+        self.decoder_net = keras.Sequential([GatedDense(self.hidden_units), GatedDense(self.hidden_units)],
+                                            name="decoder_net")
 
     def encode(self, x):
         return self.encoder_head(self.encoder_net(x))
@@ -32,7 +37,7 @@ class VAE(LatentVariableModel):
         x = ops.convert_to_tensor(x)
         mean, log_var = self.encode(x)
         z = self.reparameterize(mean, log_var)
-        log_px = self.likelihood.log_prob(x, self.decoder_params(z))
+        log_px = self.conditional_log_prob(x, z)
         kl = log_normal_diag(z, mean, log_var) - self.prior_log_prob(z, batch)
         return {"log_px": log_px, "kl": kl}
 
@@ -57,14 +62,19 @@ class VAE(LatentVariableModel):
         eps_shape = (ops.shape(x)[0], num_samples, self.latent_dim)
         z = mean + ops.exp(0.5 * log_var) * keras.random.normal(eps_shape, seed=self.seed_generator)
         z_flat = ops.reshape(z, (-1, self.latent_dim))
-        params = [ops.reshape(p, (-1, num_samples, *self.image_shape)) for p in self.decoder_params(z_flat)]
-        log_px = self.likelihood.log_prob(x[:, None], params)
+        log_px = self.log_px_samples(x, z_flat, num_samples)
         log_pz = ops.reshape(self.prior.log_prob(z_flat), (-1, num_samples))
         return log_px + log_pz - log_normal_diag(z, mean, log_var)
+
+    def log_px_samples(self, x, z, num_samples):
+        """log p(x | z_s) [B, S] for S latents per image, z [B * S, d] image-major; the decoder's parameters
+        broadcast against x instead of repeating the images."""
+        params = [ops.reshape(p, (-1, num_samples, *self.image_shape)) for p in self.decoder_params(z)]
+        return self.likelihood.log_prob(x[:, None], params)
 
     def decode(self, z, seed=None):
         return self.likelihood.mean(self.decoder_params(z))
 
-    def reconstruct(self, x):
+    def reconstruct(self, x, seed=None):
         x = ops.convert_to_tensor(x)
-        return self.decode(self.encode(x)[0])
+        return self.decode(self.encode(x)[0], seed=seed)
