@@ -2,7 +2,7 @@
 
     KERAS_BACKEND=jax python benchmarks/bsvi.py --epochs 40 --seeds 0,1 --out benchmarks/results/bsvi-jax.json
 
-One architecture for all rows (the gated MLP VAE of zoo/bsvi_omniglot.yaml: latent 32, Bernoulli, AMSGrad
+One architecture for all rows (the gated MLP VAE: zoo/bsvi_omniglot.yaml with model.architecture=vae; latent 32, Bernoulli, AMSGrad
 1e-3 with clipping 5, batch 50) on binarised mnist10k, k = 9 and k' = 10, every row trained for the same
 epochs from the same seeds, with the KL warm-up shortened to --warmup-iterations. Per model, on all 2,000
 test images: the BSVI-500 log-likelihood bound, ELBO* = the SVI-500 bound with KL* and Reconstruction*
@@ -46,7 +46,7 @@ PAPER_OMNIGLOT = {"vae": -89.83, "iwae": -89.02, "svi": -89.65, "bsvi_sir": -88.
 
 def train_row(row, seed, epochs, warmup_iterations, extra):
     config = config_lib.load(ROOT / "zoo" / "bsvi_omniglot.yaml", [
-        "data.name=mnist10k", "data.image_size=null", f"seed={seed}", f"train.epochs={epochs}",
+        "data.name=mnist10k", "data.image_size=null", "model.architecture=vae", f"seed={seed}", f"train.epochs={epochs}",
         f"train.warmup_iterations={warmup_iterations}", "train.early_stopping_patience=0", "train.verbose=0",
         f"train.procedure={ROWS[row]}", *extra])
     timer = EpochTimer()

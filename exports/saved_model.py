@@ -10,10 +10,11 @@ an existing version is never overwritten.
 
 Signatures (batch-first outputs, float32 / int32 only, nothing captured but the model's variables):
   sample(num_samples, seed) -> images              also `serving_default`; z ~ p(z) from the prior, x = E[x|z]
+                                                   (PixelCNN decoders: x ~ p(x|z), drawn pixel by pixel in-graph)
   sample_component(component, num_samples, seed)   only for priors with mixture components
   encode(images) -> mean, log_var                  q(z|x) of the top latent
   decode(z, seed) -> images                        E[x|z] (hierarchical models draw z1 ~ p(z1|z2) with `seed`)
-  reconstruct(images) -> images
+  reconstruct(images, seed) -> images              decoded posterior means (`seed`: pixel draws of a PixelCNN)
   log_likelihood(images, num_samples, seed) -> log_likelihood   IWAE estimate of log p(x), nats per image
 The same seed gives the same output; the graph checks every request first and answers a bad one with
 INVALID_ARGUMENT and a message that names the problem (counts outside [1, cap], image or latent shape,
@@ -118,7 +119,7 @@ def _core_specs(model):
         "sample_component": [(tf.TensorSpec([], tf.int32), "()"), (tf.TensorSpec([None], tf.float32), "(n,)"), seed],
         "encode": [images],
         "decode": [z, seed],
-        "reconstruct": [images],
+        "reconstruct": [images, seed],
         "log_likelihood": [images, (tf.TensorSpec([None], tf.float32), "(s,)"), seed],
     }
     return {name: ([s for s, _ in v], [p for _, p in v]) for name, v in specs.items()}
@@ -223,9 +224,9 @@ def _signatures(model, cores, limits):
     def decode(z, seed):
         return cores["decode"](checked_z(z), seed)
 
-    @tf.function(input_signature=[image_spec], autograph=False)
-    def reconstruct(images):
-        return cores["reconstruct"](checked_images(images))
+    @tf.function(input_signature=[image_spec, scalar], autograph=False)
+    def reconstruct(images, seed):
+        return cores["reconstruct"](checked_images(images), seed)
 
     @tf.function(input_signature=[image_spec, scalar, scalar], autograph=False)
     def log_likelihood(images, num_samples, seed):

@@ -19,7 +19,7 @@ SIGNATURES = {
     "sample_component": (("component", "num_samples", "seed"), ("images",)),
     "encode": (("images",), ("mean", "log_var")),
     "decode": (("z", "seed"), ("images",)),
-    "reconstruct": (("images",), ("images",)),
+    "reconstruct": (("images", "seed"), ("images",)),
     "log_likelihood": (("images", "num_samples", "seed"), ("log_likelihood",)),
 }
 
@@ -52,8 +52,10 @@ class ServingFunctions:
         with seeded(self.model, seed) as rng:
             return {"images": self.model.decode(z, seed=rng)}
 
-    def reconstruct(self, images):
-        return {"images": self.model.reconstruct(images)}
+    def reconstruct(self, images, seed):
+        """Decoded posterior means; `seed` drives the pixel draws of an autoregressive decoder (others ignore it)."""
+        with seeded(self.model, seed) as rng:
+            return {"images": self.model.reconstruct(images, seed=rng)}
 
     def log_likelihood(self, images, count, seed):
         """The model's IWAE estimate log (1/S) sum_s p(x, z_s) / q(z_s | x), S = len(count), per image."""

@@ -3,7 +3,9 @@
 TF Serving replays these PredictionLog TFRecords when it loads a version, before it reports the version
 available, so the first user request does not pay for graph optimisation, and on a GPU server for the
 compilation of the sampling graph (jax2tf exports compile per input shape: the common sample sizes are
-listed). One request per signature, and `sample` at batch sizes 1, 16 and 256 (within the caps).
+listed). One request per signature, and `sample` at batch sizes 1, 16 and 256 (within the caps); 1 and 16
+for PixelCNN decoders, whose H * W-step sampling loop would hold a CPU server's load for minutes at 256
+(the loop is compiled once per batch size either way).
 """
 
 import numpy as np
@@ -15,12 +17,12 @@ def warmup_requests(model, limits):
     """[(signature, inputs)] that exercise every signature with valid inputs."""
     images = np.zeros((1, *model.image_shape), dtype=np.float32)
     requests = [("sample", {"num_samples": n, "seed": 0})
-                for n in sorted({min(n, limits.max_samples) for n in (1, 16, 256)})]
+                for n in sorted({min(n, limits.max_samples) for n in ((1, 16) if model.autoregressive else (1, 16, 256))})]
     inputs = {
         "sample_component": {"component": 0, "num_samples": min(16, limits.max_samples), "seed": 0},
         "encode": {"images": images},
         "decode": {"z": np.zeros((1, model.latent_dim), dtype=np.float32), "seed": 0},
-        "reconstruct": {"images": images},
+        "reconstruct": {"images": images, "seed": 0},
         "log_likelihood": {"images": images, "num_samples": min(100, limits.max_pairs), "seed": 0},
     }
     requests += [(name, inputs[name]) for name in signature_names(model) if name != "sample"]

@@ -143,7 +143,10 @@ class GatedPixelCNNBlock(keras.layers.Layer):
         v_in, h_in = v_shape[-1], h_shape[-1]
         spatial = v_shape[:-1]
         self.vertical = _conv(2 * d, (p + 1, k), (p + 1) * k * v_in, name="vertical")
-        self.vertical.build((*spatial, v_in))
+        # built on the padded input `call` gives it (p rows above, p columns each side): a kernel taller or
+        # wider than the image is valid there, not on the unpadded shape
+        padded = [None if n is None else n + pad for n, pad in zip(spatial[1:], (p, 2 * p))]
+        self.vertical.build((spatial[0], *padded, v_in))
         self.link = _conv(2 * d, 1, 2 * d, name="link")
         self.link.build((*spatial, 2 * d))
         self.horizontal_kernel = self.add_weight(name="horizontal_kernel", shape=(1, p + 1, h_in, 2 * d),

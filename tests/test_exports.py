@@ -167,7 +167,7 @@ def _cases(test_images):
         "sample_component": dict(component=7, num_samples=4, seed=3),
         "encode": dict(images=x),
         "decode": dict(z=z, seed=5),
-        "reconstruct": dict(images=x),
+        "reconstruct": dict(images=x, seed=2),
         "log_likelihood": dict(images=x, num_samples=50, seed=1),
     }
 
@@ -235,8 +235,8 @@ BAD_REQUESTS = [
     ("sample_component", dict(component=-1, num_samples=2, seed=0), "component must be in [0, 49]"),
     ("encode", dict(images=np.zeros((2, 9, 8, 1))), "images must have shape [batch, 8, 8, 1]"),
     ("encode", dict(images=np.zeros((2, 8, 8))), "images must have shape [batch, 8, 8, 1]"),
-    ("reconstruct", dict(images=np.full((2, 8, 8, 1), 255.0)), "images must be finite pixel intensities in [0, 1]"),
-    ("reconstruct", dict(images=np.full((2, 8, 8, 1), np.nan)), "images must be finite pixel intensities in [0, 1]"),
+    ("reconstruct", dict(images=np.full((2, 8, 8, 1), 255.0), seed=0), "images must be finite pixel intensities in [0, 1]"),
+    ("reconstruct", dict(images=np.full((2, 8, 8, 1), np.nan), seed=0), "images must be finite pixel intensities in [0, 1]"),
     ("encode", dict(images=np.zeros((0, 8, 8, 1))), "images: empty batch"),
     ("encode", dict(images=np.zeros((1025, 8, 8, 1))), "images: at most 1024 per request"),
     ("decode", dict(z=np.zeros((2, 11)), seed=0), "z must have shape [batch, 10]"),

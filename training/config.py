@@ -261,7 +261,12 @@ def from_dict(raw: dict) -> RunConfig:
         raise ConfigError(
             f"train.procedure: '{procedure}' refines a single Gaussian q(z | x), but model.architecture "
             f"'{config.model.architecture}' has {architecture.stochastic_layers} stochastic layers; "
-            "use a single-latent architecture (vae) or train.procedure=elbo")
+            "use a single-latent architecture (vae, pixel_vae) or train.procedure=elbo")
+    if architecture.autoregressive and not LIKELIHOODS[likelihood].can_draw_pixels():
+        drawable = [n for n in LIKELIHOODS.names() if LIKELIHOODS[n].can_draw_pixels()]
+        raise ConfigError(
+            f"model.likelihood: '{likelihood}' cannot draw pixels, which the PixelCNN decoder of "
+            f"'{config.model.architecture}' samples with; use one of {drawable}")
     if config.train.warmup_start > 1:
         raise ConfigError(f"train.warmup_start: beta starts at most at 1, got {config.train.warmup_start}")
     if LIKELIHOODS[likelihood].needs_binary_data and config.data.preprocessing == "continuous":

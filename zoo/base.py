@@ -64,6 +64,9 @@ class LatentVariableModel(SteppedModel):
     likelihood_head = "dense"  # "conv": the likelihood reads feature maps (ConvHVAE)
     stochastic_layers = 1
     autoregressive = False
+    tiny_options = {}
+    """Section options of a small but complete model of this architecture (the contract tests build it on 4x4
+    images with every prior; `hidden_units` and `latent_dim` are set by the tests themselves)."""
     """True: p(x | z) is a PixelCNN, so decode / sample / reconstruct draw x pixel by pixel (zoo.autoregressive)."""
     """Number of stochastic layers; procedures that refine a single Gaussian q(z | x) (SVI, BSVI) need 1."""
 

@@ -77,6 +77,11 @@ class Likelihood(keras.layers.Layer):
     def mean(self, params):
         return params[0]
 
+    @classmethod
+    def can_draw_pixels(cls):
+        """Whether `sample_from_uniform` is implemented (autoregressive decoders need it)."""
+        return cls.sample_from_uniform is not Likelihood.sample_from_uniform
+
     def sample_from_uniform(self, params, uniform):
         """Draws x ~ p(x | params), one per pixel, as a deterministic function of U(0, 1) noise of the image's
         shape: autoregressive samplers draw the noise once per request and read one pixel of it per step."""

@@ -40,6 +40,8 @@ class PixelHVAE(AutoregressiveDecoder, ConvHVAE):
     The reference follows each convolution with batch normalisation; it is left out (docs/models/pixelcnn.md):
     batch statistics mix every pixel of the batch, future ones included, into each output during training."""
 
+    tiny_options = {"decoder_depth": 2, "decoder_channels": 4}
+
     def __init__(self, image_shape, latent_dim, likelihood, prior, decoder_depth=8, decoder_channels=64,
                  kernel_size=3, conditioning="input", sampler="window", **kwargs):
         self.decoder_depth = decoder_depth

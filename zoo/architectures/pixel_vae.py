@@ -46,6 +46,8 @@ class PixelVAE(AutoregressiveDecoder, VAE):
 
     `hidden_units` is not used (the widths are `encoder_channels` and `decoder_channels`)."""
 
+    tiny_options = {"encoder_channels": 4, "decoder_channels": 4, "kernel_sizes": [3, 3], "z_maps": 2}
+
     def __init__(self, image_shape, latent_dim, likelihood, prior, encoder_channels=64, decoder_channels=32,
                  kernel_sizes=(9, 9, 9, 7, 7, 7, 5, 5, 5, 3, 3, 3), z_maps=4, conditioning="input",
                  vertical_shift="link", sampler="window", **kwargs):
