@@ -396,7 +396,55 @@ def render_bsvi():
     return lines
 
 
+PIXEL_DENSITY_LABELS = {"vamp_convhvae": "ConvHVAE + VampPrior", "vamp_pixelhvae": "PixelHVAE + VampPrior",
+                        "standard_pixelhvae": "PixelHVAE + standard"}
+PAPER_PIXEL_DYNAMIC_MNIST = {"vamp_convhvae": -79.75, "vamp_pixelhvae": -78.45, "standard_pixelhvae": -79.70}
+
+
+def render_pixelcnn_density():
+    name = "pixelcnn-density-tensorflow.json"
+    report = load(name)
+    args, results = report["args"], report["results"]
+    rows = []
+    for key, label in PIXEL_DENSITY_LABELS.items():
+        r = results["models"][key]
+        rows.append((label, f"{r['nll']:.2f} +- {r['nll_standard_error']:.2f}", f(r["negative_elbo"]), f(r["kl"]),
+                     f"{r['active_units']} / {r['latent_dim']}", f(r["epoch_seconds"], 1),
+                     f"{-PAPER_PIXEL_DYNAMIC_MNIST[key]:.2f}"))
+    ratios = results["ratios"]
+    header = ("model", f"test NLL (IWAE S = {args['iwae_samples']})", "negative ELBO", "KL", "active units (z2)",
+              "s / epoch", "paper NLL, dynamic MNIST (converged)")
+    return [note(name), *table(header, rows), "",
+            f"{report['backend']}, {report['machine']}; {args['epochs']} epochs each (KL warm-up {args['warmup']} "
+            f"epochs), the first {results['models']['vamp_pixelhvae']['num_test_images']} test images, NLL +- its "
+            "standard error over images. s / epoch: median of epochs 2..E, training + validation. Epoch ratios "
+            f"(one run): PixelHVAE / ConvHVAE with the VampPrior {ratios['pixelhvae_vs_convhvae_epoch']:.2f} x; "
+            f"VampPrior / standard on PixelHVAE {ratios['vamp_vs_standard_pixelhvae_epoch']:.2f} x (paper: "
+            f"x{ratios['paper_vamp_vs_standard_pixelhvae_epoch']})."]
+
+
+def render_pixelcnn_sampling():
+    name = "pixelcnn-sampling-tensorflow.json"
+    report = load(name)
+    rows = []
+    for architecture, r in report["results"].items():
+        for n, row in r["samples"].items():
+            def cell(kind):
+                key = f"{kind}_seconds"
+                return "" if key not in row else f"{row[key]:.2f} ({row[f'{kind}_vs_pass']:.0f}x)"
+            rows.append((architecture, n, f"{1000 * row['pass_seconds']:.1f}", cell("keras_full"), cell("keras_window"),
+                         cell("saved_model_window") or cell("saved_model_full"), f(row.get("window_speedup"))))
+    header = ("decoder", "images", "one pass (ms)", "Keras, full (s; x pass)", "Keras, window (s; x pass)",
+              "SavedModel `decode`, default sampler (s; x pass)", "window speed-up")
+    return [note(name), *table(header, rows), "",
+            f"{report['backend']}, {report['machine']}; median of {report['args']['reps']} calls after a warm-up call "
+            "(one call for the full sampler at 256 images); 28x28x1, 784 sequential steps per image. The gated trunk's "
+            "receptive field covers the image (window = full), so only its full sampler is timed."]
+
+
 REGIONS = {  # name -> (page under docs/, renderer)
+    "pixelcnn-density": ("benchmarks.md", render_pixelcnn_density),
+    "pixelcnn-sampling": ("benchmarks.md", render_pixelcnn_sampling),
     "bsvi": ("benchmarks.md", render_bsvi),
     "priors-ablation": ("benchmarks.md", render_priors_ablation),
     "speed": ("benchmarks.md", render_speed),

@@ -602,7 +602,7 @@ def test_short_training_lowers_the_validation_loss(prior, architecture, tmp_path
     from training import data as data_lib, fit
 
     data = {"name": "digits"}
-    if _is_conv(architecture):
+    if ARCHITECTURES[architecture].likelihood_head == "conv":
         # gated convolutions with 64 channels at full resolution: 4x4 digits keep the run to seconds (on JAX,
         # compiling the 8x8 ConvHVAE train step alone takes longer than this file's budget allows)
         data["image_size"] = [4, 4]
