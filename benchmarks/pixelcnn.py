@@ -9,7 +9,7 @@ a pass does not depend on their values): pixel_hvae (8 masked 3x3 convolutions o
 (12 gated blocks of width 32). For n images: seconds of one teacher-forced pass log p(x | z) (compiled), of
 `model.decode` (784 sequential steps, compiled) with the `full` and `window` samplers, and of the SavedModel's
 `decode` signature (the same loop in the TensorFlow graph TF Serving runs), each the median of --reps calls
-after one warm-up call, and each as a ratio to the pass. pixel_vae's receptive field covers all 28 rows, so
+after one warm-up call (`--full-max`: the largest n the full sampler is timed at), and each as a ratio to the pass. pixel_vae's receptive field covers all 28 rows, so
 its window sampler is the full one and only n = 16 is timed.
 
 `density`: vamp_convhvae, vamp_pixelhvae and standard_pixelhvae trained on binarised mnist10k for the same
@@ -71,9 +71,10 @@ def export_decode(model):
     return loaded, loaded.signatures["decode"]
 
 
-def bench_sampling(args):
+def bench_sampling(args, write):
     results = {}
-    for architecture, config_file in SAMPLING_MODELS.items():
+    for architecture in args.decoders:
+        config_file = SAMPLING_MODELS[architecture]
         config = config_lib.load(ROOT / "zoo" / config_file, ["data.name=mnist10k"])
         model = build_model(config.model, (28, 28, 1), seed=0, num_train=100)
         _, signature = export_decode(model) if args.saved_model else (None, None)
@@ -90,19 +91,19 @@ def bench_sampling(args):
                 pass_fn = backend_function(model, lambda x: model.conditional_log_prob(x, keras.ops.convert_to_tensor(z)))
             row["pass_seconds"], row["pass_runs"] = timed(lambda: keras.ops.convert_to_numpy(pass_fn(x)), args.reps)
             samplers = ["window", "full"] if model.pixel_trunk.rows_above + 1 < 28 else ["full"]
+            if n > args.full_max and len(samplers) == 2:
+                samplers = ["window"]
             for sampler in samplers:
                 model.sampler = sampler
                 decode = backend_function(model, lambda z: model.decode(keras.ops.convert_to_tensor(z), seed=0))
-                reps = args.reps if n <= 16 or sampler == "window" else 1
-                seconds, runs = timed(lambda: keras.ops.convert_to_numpy(decode(z)), reps)
+                seconds, runs = timed(lambda: keras.ops.convert_to_numpy(decode(z)), args.reps)
                 row[f"keras_{sampler}_seconds"], row[f"keras_{sampler}_runs"] = seconds, runs
                 row[f"keras_{sampler}_vs_pass"] = seconds / row["pass_seconds"]
             model.sampler = config.model.sampler
             if signature is not None:
                 import tensorflow as tf
 
-                reps = args.reps if n <= 16 or model.sampler == "window" else 1
-                seconds, runs = timed(lambda: signature(z=tf.constant(z), seed=tf.constant(0))["images"].numpy(), reps)
+                seconds, runs = timed(lambda: signature(z=tf.constant(z), seed=tf.constant(0))["images"].numpy(), args.reps)
                 row[f"saved_model_{model.sampler}_seconds"], row[f"saved_model_{model.sampler}_runs"] = seconds, runs
                 row[f"saved_model_{model.sampler}_vs_pass"] = seconds / row["pass_seconds"]
             if "keras_window_seconds" in row:
@@ -110,6 +111,7 @@ def bench_sampling(args):
             rows[str(n)] = row
             print(architecture, n, {k: v for k, v in row.items() if not k.endswith("_runs")}, flush=True)
         results[architecture] = {"rows_above": model.pixel_trunk.rows_above, "samples": rows}
+        write(results)  # what is measured so far survives an interrupted run
     return results
 
 
@@ -164,6 +166,8 @@ def main():
     parser.add_argument("--out", required=True)
     parser.add_argument("--reps", type=int, default=3, help="timed calls per measurement (sampling)")
     parser.add_argument("--counts", type=lambda s: [int(v) for v in s.split(",")], default=[16, 256])
+    parser.add_argument("--decoders", type=lambda s: s.split(","), default=list(SAMPLING_MODELS))
+    parser.add_argument("--full-max", type=int, default=256, help="time the full sampler up to this many images")
     parser.add_argument("--no-saved-model", dest="saved_model", action="store_false")
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=5, help="KL warm-up epochs (the paper's 100 shortened)")
@@ -171,12 +175,15 @@ def main():
     parser.add_argument("--iwae-images", type=int, default=500)
     parser.add_argument("--set", action="append", default=[], help="config override for every model")
     args = parser.parse_args()
-    results = bench_sampling(args) if args.part == "sampling" else bench_density(args)
-    out = {"backend": keras.backend.backend(), "machine": cpu_name(),
-           "part": args.part, "args": {k: v for k, v in vars(args).items() if k not in ("out", "part")},
-           "results": results}
-    atomic.write_text(Path(args.out), json.dumps(out, indent=2))
-    print(f"wrote {args.out}")
+
+    def write(results):
+        out = {"backend": keras.backend.backend(), "machine": cpu_name(),
+               "part": args.part, "args": {k: v for k, v in vars(args).items() if k not in ("out", "part")},
+               "results": results}
+        atomic.write_text(Path(args.out), json.dumps(out, indent=2))
+        print(f"wrote {args.out}")
+
+    write(bench_sampling(args, write) if args.part == "sampling" else bench_density(args))
 
 
 if __name__ == "__main__":

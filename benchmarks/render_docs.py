@@ -420,7 +420,8 @@ def render_pixelcnn_density():
             "standard error over images. s / epoch: median of epochs 2..E, training + validation. Epoch ratios "
             f"(one run): PixelHVAE / ConvHVAE with the VampPrior {ratios['pixelhvae_vs_convhvae_epoch']:.2f} x; "
             f"VampPrior / standard on PixelHVAE {ratios['vamp_vs_standard_pixelhvae_epoch']:.2f} x (paper: "
-            f"x{ratios['paper_vamp_vs_standard_pixelhvae_epoch']})."]
+            f"x{ratios['paper_vamp_vs_standard_pixelhvae_epoch']}). The run shared the 2 cores with other jobs (test "
+            "suites, the sampling benchmark), so the epoch ratios are rough."]
 
 
 def render_pixelcnn_sampling():
@@ -438,8 +439,10 @@ def render_pixelcnn_sampling():
               "SavedModel `decode`, default sampler (s; x pass)", "window speed-up")
     return [note(name), *table(header, rows), "",
             f"{report['backend']}, {report['machine']}; median of {report['args']['reps']} calls after a warm-up call "
-            "(one call for the full sampler at 256 images); 28x28x1, 784 sequential steps per image. The gated trunk's "
-            "receptive field covers the image (window = full), so only its full sampler is timed."]
+            f"at n = {', '.join(str(c) for c in report['args']['counts'])} images; 28x28x1, 784 sequential steps per image. The "
+            "gated trunk's receptive field covers the image (window = full), so only its full sampler is timed. The "
+            "run shared the 2 cores with other jobs, so the multiples of a pass (measured in the same minutes) are the "
+            "figures to read, not the seconds."]
 
 
 REGIONS = {  # name -> (page under docs/, renderer)
