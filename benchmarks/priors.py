@@ -136,21 +136,43 @@ def main():
     parser.add_argument("--timing-only", action="store_true", help="skip the test NLL")
     parser.add_argument("--set", action="append", default=[], help="extra config override for every prior")
     parser.add_argument("--out", required=True)
+    parser.add_argument("--keep", action="store_true",
+                        help="reuse the runs --out already holds for a (prior, seed) and run only the missing ones; "
+                             "the file is rewritten after every run, so an interrupted benchmark resumes")
     args = parser.parse_args()
     keys = [k for name in args.priors.split(",") for k in GROUPS.get(name, [name])]
     unknown = [k for k in keys if k not in PRIORS]
     if unknown:
         parser.error(f"unknown prior keys {unknown}; choose from {', '.join(PRIORS)} or {', '.join(GROUPS)}")
     seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
+    done = {}
+    if args.keep and Path(args.out).exists():
+        for key, result in json.loads(Path(args.out).read_text())["results"].items():
+            for run in result.get("runs", []) if isinstance(result, dict) else []:
+                done[(key, run.get("seed"))] = run
     results = {}
+
+    def write(final):
+        out = {"backend": keras.backend.backend(), "machine": platform.processor() or platform.machine(),
+               "epochs": args.epochs, "warmup": args.warmup, "iwae_samples": args.iwae_samples,
+               "overrides": args.set, "seeds": seeds, "complete": final, "results": results}
+        atomic.write_text(Path(args.out), json.dumps(out, indent=2))
+
     for key in keys:
         runs = []
         for seed in seeds or [None]:
+            if (key, seed) in done:
+                print(f"== {key} seed {seed}: kept from {args.out}", flush=True)
+                runs.append(done[(key, seed)])
+                continue
             print(f"== {key}" + (f" seed {seed}" if seed is not None else ""), flush=True)
             extra = [*args.set, *([f"seed={seed}"] if seed is not None else [])]
             runs.append(bench_prior(key, args.epochs, args.warmup, args.iwae_samples, args.iwae_images, extra,
-                                    args.timing_only))
+                                    args.timing_only) | {"seed": seed})
             print(json.dumps({k: v for k, v in runs[-1].items() if not isinstance(v, list)}), flush=True)
+            if seeds:
+                results[key] = summarise(runs) | {"seeds": seeds[:len(runs)]}
+                write(final=False)
         results[key] = summarise(runs) | {"seeds": seeds} if seeds else runs[0]
     if "standard" in results and not seeds:
         base = results["standard"]["regular_epoch_seconds"]
@@ -163,10 +185,7 @@ def main():
     if not seeds and "bype" in results and "exemplar_exact" in results and results["bype"]["mean_epoch_seconds_10"]:
         results["bype_speedup_over_exemplar_exact_10_epochs"] = (
             results["exemplar_exact"]["mean_epoch_seconds_10"] / results["bype"]["mean_epoch_seconds_10"])
-    out = {"backend": keras.backend.backend(), "machine": platform.processor() or platform.machine(),
-           "epochs": args.epochs, "warmup": args.warmup, "iwae_samples": args.iwae_samples,
-           "overrides": args.set, "seeds": seeds, "results": results}
-    atomic.write_text(Path(args.out), json.dumps(out, indent=2))
+    write(final=True)
     print(f"wrote {args.out}")
 
 

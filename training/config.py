@@ -12,7 +12,6 @@ offending value. `--set a.b=value` overrides are parsed as YAML scalars and vali
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -21,21 +20,11 @@ from pathlib import Path
 import yaml
 
 from layers.registry import choice, option, options_to_dict
+from training import config_check
+from training.config_check import ConfigError, apply_overrides  # noqa: F401  (part of this module's API)
 from training.procedures import PROCEDURES
 from zoo.base import ARCHITECTURES
 
-
-class ConfigError(ValueError):
-    """A configuration value is missing, unknown, or of the wrong type or range."""
-
-
-# Keys that moved when each registered class came to own its section: old path -> where it is now.
-MOVED = {
-    "model.gaussian_variance": "model.likelihood.variance (an option of the gaussian likelihood: "
-                               "model.likelihood: {name: gaussian, variance: ...})",
-    "model.prior.exemplar": "model.prior itself (the exemplar prior's mode, k, leave_one_out and chunk_size "
-                            "are keys of model.prior)",
-}
 
 DATASETS = ("mnist", "fashion_mnist", "cifar10", "omniglot", "celeb_a", "svhn", "mnist10k", "digits", "idx", "npz")
 
@@ -50,9 +39,9 @@ class DataConfig:
     """Where TFDS looks for prepared datasets (default: $TFDS_DATA_DIR or ~/tensorflow_datasets)."""
     preprocessing: str = option("dynamic_binarization", choices=("dynamic_binarization", "continuous"))
     """dynamic_binarization (fresh Bernoulli draw per training batch) | continuous ((x + 0.5) / 256)."""
-    image_size: list[int] | None = None
+    image_size: list[int] | None = option(None, minimum=1)
     """Resize images to [height, width] (omniglot 28x28, celeb_a 64x64); None keeps the native size."""
-    validation_size: int | None = option(None, minimum=0)
+    validation_size: int | None = option(None, minimum=1)
     """Number of training images held out for validation (None: the dataset's paper split)."""
     binarization_seed: int = 777
     """Seed of the one-time binarisation of validation and test images (the reference code uses 777)."""
@@ -116,7 +105,7 @@ class EvaluateConfig:
 class RunConfig:
     name: str = "run"
     """Run name; the run directory is <runs_dir>/<name>-<backend>-<timestamp>/."""
-    seed: int = 0
+    seed: int = option(0, minimum=0)
     """Seed of the model's initialisation, the training data stream and the evaluation's draws."""
     runs_dir: str = "runs"
     """Parent folder of run directories (relative paths are relative to the working directory)."""
@@ -127,117 +116,72 @@ class RunConfig:
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
 
 
-def _check_scalar(value, annotation, path):
-    """Validate one scalar against its annotation (with int -> float widening)."""
-    origin = typing.get_origin(annotation)
-    args = typing.get_args(annotation)
+def _type_spec(annotation):
+    """A field's annotation as the schema's plain type description."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
     if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        non_none = [a for a in args if a is not type(None)]
-        return _check_scalar(value, non_none[0], path)
+        return {"kind": "optional", "inner": _type_spec(next(a for a in args if a is not type(None)))}
     if origin is list:
-        if not isinstance(value, list):
-            raise ConfigError(f"{path}: expected a list, got {value!r}")
-        return [_check_scalar(v, args[0], f"{path}[{i}]") for i, v in enumerate(value)]
-    if annotation is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{path}: expected true or false, got {value!r}")
-        return value
-    if annotation is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{path}: expected an integer, got {value!r}")
-        return value
-    if annotation is float:
-        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
-            try:
-                return float(value)
-            except ValueError:
-                raise ConfigError(f"{path}: expected a number, got {value!r}") from None
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{path}: expected a number, got {value!r}")
-        return float(value)
-    if annotation is str:
-        if isinstance(value, bool):  # YAML reads an unquoted true/false as a boolean
-            value = str(value).lower()
-        elif isinstance(value, (int, float)):
-            value = str(value)
-        if not isinstance(value, str):
-            raise ConfigError(f"{path}: expected a string, got {value!r}")
-        return value
-    raise ConfigError(f"{path}: unsupported schema type {annotation!r}")
+        return {"kind": "list", "item": _type_spec(args[0])}
+    for scalar in (bool, int, float, str):
+        if annotation is scalar:
+            return {"kind": scalar.__name__}
+    raise TypeError(f"unsupported config annotation {annotation!r}")
 
 
-def _check_bounds(value, f, path):
-    """The field's `option(...)` checks: allowed values, lower bounds."""
-    checks = f.metadata
-    allowed = checks.get("choices")
-    if allowed is not None and value not in allowed:
-        close = difflib.get_close_matches(str(value), [str(a) for a in allowed], n=1, cutoff=0.5)
-        hint = f"; did you mean '{close[0]}'?" if close else ""
-        raise ConfigError(f"{path}: '{value}' is not one of {list(allowed)}{hint}")
-    if value is None:
-        return
-    if checks.get("minimum") is not None and value < checks["minimum"]:
-        raise ConfigError(f"{path}: must be >= {checks['minimum']}, got {value}")
-    if checks.get("exclusive_minimum") is not None and value <= checks["exclusive_minimum"]:
-        raise ConfigError(f"{path}: must be > {checks['exclusive_minimum']}, got {value}")
-
-
-def _unknown_key(key, names, path, registry=None, chosen=None):
-    full = f"{path}.{key}" if path else str(key)
-    for old, new in MOVED.items():
-        if full == old or full.startswith(old + "."):
-            raise ConfigError(f"'{full}' has moved: it is now {new}")
-    if registry is not None:
-        owners = [n for n in registry.owners(key) if n != chosen]
-        if owners:
-            raise ConfigError(
-                f"{full} is an option of {' / '.join(owners)}, not of {registry.kind} '{chosen}' "
-                f"(options of '{chosen}': {', '.join(names) or 'none'}); remove it or set {path}.{registry.key}")
-    close = difflib.get_close_matches(str(key), names, n=1, cutoff=0.5)
-    hint = f"; did you mean '{(path + '.') if path else ''}{close[0]}'?" if close else ""
-    raise ConfigError(f"unknown config key '{full}'{hint} (valid keys here: {', '.join(names) or 'none'})")
-
-
-def _build_choice(registry, raw, path):
-    """A section of a registered class: its key (e.g. `name`) picks the class, the rest is its options."""
-    if isinstance(raw, str):
-        raw = {registry.key: raw}
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a {registry.kind} name or a mapping with '{registry.key}', got {raw!r}")
-    raw = dict(raw)
-    if registry.key not in raw:
-        raise ConfigError(f"{path}: missing '{registry.key}' (one of: {', '.join(registry.names())})")
-    name = _check_scalar(raw.pop(registry.key), str, f"{path}.{registry.key}")
-    try:
-        registry.check_name(name, f"{path}.{registry.key}")
-    except KeyError as error:
-        raise ConfigError(error.args[0]) from None
-    return _build(registry.config_class(name), raw, path, registry, name)
-
-
-def _build(cls, raw, path, registry=None, chosen=None):
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path or 'config'}: expected a mapping of keys to values, got {raw!r}")
+def _section_schema(cls, registries, skip=None):
     hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if registry is None or f.name != registry.key}
-    kwargs = {}
-    for key, value in raw.items():
-        full = f"{path}.{key}" if path else key
-        if key not in fields:
-            _unknown_key(key, list(fields), path, registry, chosen)
-        f = fields[key]
-        sub_registry = f.metadata.get("registry")
-        annotation = hints[key]
-        if sub_registry is not None:
-            kwargs[key] = _build_choice(sub_registry, value, full)
-        elif dataclasses.is_dataclass(annotation):
-            kwargs[key] = _build(annotation, value, full)
+    fields = {}
+    for f in dataclasses.fields(cls):
+        if f.name == skip:
+            continue
+        registry = f.metadata.get("registry")
+        if registry is not None:
+            _registry_schema(registry, registries)
+            fields[f.name] = {"registry": registry.kind}
+        elif dataclasses.is_dataclass(hints[f.name]):
+            fields[f.name] = {"section": _section_schema(hints[f.name], registries)}
         else:
-            value = _check_scalar(value, annotation, full)
-            _check_bounds(value, f, full)
-            kwargs[key] = value
+            spec = {"type": _type_spec(hints[f.name])}
+            for check_name in ("choices", "minimum", "exclusive_minimum"):
+                if f.metadata.get(check_name) is not None:
+                    value = f.metadata[check_name]
+                    spec[check_name] = list(value) if isinstance(value, (tuple, list)) else value
+            fields[f.name] = spec
+    return {"fields": fields}
+
+
+def _registry_schema(registry, registries):
+    if registry.kind in registries:
+        return
+    entry = registries[registry.kind] = {"kind": registry.kind, "key": registry.key, "names": {}}
+    for name in registry.names():
+        entry["names"][name] = _section_schema(registry.config_class(name), registries, skip=registry.key)
+
+
+def schema() -> dict:
+    """What a run config may say, as plain data: the sections, their fields' types and checks, and every
+    registered choice with its options (what `config_check.check` validates against)."""
+    registries = {}
+    return {"root": _section_schema(RunConfig, registries), "registries": registries}
+
+
+def _construct(cls, checked, path):
+    """The dataclass of a section from its checked dict (a sub-choice's key picks its class)."""
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in checked:
+            continue
+        value, registry = checked[f.name], f.metadata.get("registry")
+        full = f"{path}.{f.name}" if path else f.name
+        if registry is not None:
+            options = dict(value)
+            kwargs[f.name] = _construct(registry.config_class(options.pop(registry.key)), options, full)
+        elif dataclasses.is_dataclass(hints[f.name]):
+            kwargs[f.name] = _construct(hints[f.name], value, full)
+        else:
+            kwargs[f.name] = value
     try:
         return cls(**kwargs)
     except ValueError as error:  # a check across the section's options (its __post_init__)
@@ -246,12 +190,7 @@ def _build(cls, raw, path, registry=None, chosen=None):
 
 def from_dict(raw: dict) -> RunConfig:
     """Validate a plain nested dict and return the typed configuration."""
-    raw = dict(raw or {})
-    if isinstance(raw.get("model"), dict):
-        raw["model"] = {"architecture": "vae", **raw["model"]}  # the default architecture, as before
-    config = _build(RunConfig, raw, "")
-    if config.data.image_size is not None and len(config.data.image_size) != 2:
-        raise ConfigError(f"data.image_size: expected [height, width], got {config.data.image_size}")
+    config = _construct(RunConfig, config_check.check(raw, schema()), "")
     likelihood = config.model.likelihood.name
     from layers.likelihoods import LIKELIHOODS
 
@@ -282,34 +221,9 @@ def to_dict(config: RunConfig) -> dict:
     return options_to_dict(config)
 
 
-def apply_overrides(raw: dict, overrides: list[str]) -> dict:
-    """Apply `a.b.c=value` strings (values parsed as YAML) to a nested dict, in place.
-
-    A registered choice given by name alone (`likelihood: gaussian`) becomes `{name: gaussian}` when an
-    override sets one of its options."""
-    for item in overrides or []:
-        if "=" not in item:
-            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. train.epochs=3")
-        key, text = item.split("=", 1)
-        parts = key.strip().split(".")
-        node = raw
-        for part in parts[:-1]:
-            if isinstance(node.get(part), str):
-                node[part] = {"name": node[part]}
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"--set {item!r}: '{part}' is a value, not a section")
-        node[parts[-1]] = yaml.safe_load(text)
-    return raw
-
-
 def load(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
     """Read a YAML config file, apply `--set` overrides, and validate the result."""
-    path = Path(path)
-    if not path.exists():
-        raise ConfigError(f"config file not found: {path}")
-    raw = yaml.safe_load(path.read_text()) or {}
-    return from_dict(apply_overrides(raw, overrides or []))
+    return from_dict(config_check.load_raw(path, overrides))
 
 
 def save(config: RunConfig, path: str | Path) -> None:

@@ -12,18 +12,15 @@ import argparse
 import sys
 from pathlib import Path
 
-from training import config as config_lib, data as data_lib
-from training.checkpoints import load_run_model
+from training import cli, config_check
 
 
 def main(argv=None):
-    from evaluation import report
-
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--metrics", default="all",
-                        help=f"comma-separated subset of {','.join(report.METRICS + report.ON_REQUEST)} "
-                             f"(default: all, which leaves out {','.join(report.ON_REQUEST)})")
+                        help="comma-separated subset of nll,active_units,knn,tsne,samples,augmentation,fid,curves,bsvi "
+                             "(default: all, which leaves out bsvi)")
     parser.add_argument("--num-samples", type=int, help="importance samples per image (evaluate.num_samples)")
     parser.add_argument("--split", choices=["test", "validation"], help="split of the density metrics")
     parser.add_argument("--max-examples", type=int, help="density metrics on the first N images only")
@@ -42,17 +39,26 @@ def main(argv=None):
     parser.add_argument("--bsvi-elbo-samples", type=int, help="draws from q_500 for ELBO* (default 100)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
     parser.add_argument("--quiet", action="store_true", help="no progress output")
+    cli.add_output_flags(parser)
     args = parser.parse_args(argv)
+
+    overrides = list(args.set)
+    for key, value in (("num_samples", args.num_samples), ("split", args.split), ("max_examples", args.max_examples)):
+        if value is not None:
+            overrides.append(f"evaluate.{key}={value}")
+    if not (args.run_dir / "config.yaml").is_file():  # checked before the slow imports
+        parser.error(f"{args.run_dir} is not a run directory (no config.yaml); give the folder training.fit wrote")
+    raw = config_check.precheck(args.run_dir / "config.yaml", overrides)
+    cli.import_backend(args.verbose or args.debug)
+    from evaluation import report
+    from training import config as config_lib, data as data_lib
+    from training.checkpoints import load_run_model
 
     try:
         metrics = report.parse_metrics(args.metrics)
     except ValueError as error:
         parser.error(str(error))
-    overrides = list(args.set)
-    for key, value in (("num_samples", args.num_samples), ("split", args.split), ("max_examples", args.max_examples)):
-        if value is not None:
-            overrides.append(f"evaluate.{key}={value}")
-    config = config_lib.load(args.run_dir / "config.yaml", overrides)
+    config = config_lib.from_dict(raw)
     options = report.EvaluationOptions(seed=config.seed if args.seed is None else args.seed)
     if args.knn_k:
         options.knn_ks = tuple(int(k) for k in args.knn_k.split(","))
@@ -77,4 +83,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main))

@@ -3,6 +3,7 @@
     python -m training.schema                      # every section and registered choice, as Markdown
     python -m training.schema --write docs/configs.md   # refresh the generated tables of that page
     python -m training.schema --check docs/configs.md   # exit 1 when the page is stale
+    python -m training.schema --snapshot                # refresh training/config_schema.json
 
 A newly registered prior, likelihood, architecture or procedure is listed here (and in the docs, after
 `--write`) with its options, defaults and the docstrings of its config fields, without editing a list.
@@ -12,6 +13,7 @@ import argparse
 import ast
 import dataclasses
 import inspect
+import json
 import re
 import sys
 import textwrap
@@ -20,8 +22,15 @@ from pathlib import Path
 from layers.likelihoods import LIKELIHOODS
 from layers.priors import PRIORS
 from training import config as config_lib
+from training.config_check import SNAPSHOT, sources_digest
 from training.procedures import PROCEDURES
+from zoo import atomic
 from zoo.base import ARCHITECTURES
+
+def snapshot_text():
+    """training/config_schema.json: the live schema and the digest of the sources it was read from."""
+    return json.dumps({"sources": sources_digest(), "schema": config_lib.schema()}, indent=1, sort_keys=True) + "\n"
+
 
 MARKER = re.compile(r"^<!-- (BEGIN|END) GENERATED: schema-([\w-]+) -->$")
 
@@ -145,7 +154,12 @@ def main(argv=None):
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--write", type=Path, metavar="PAGE", help="rewrite the generated blocks of PAGE")
     group.add_argument("--check", type=Path, metavar="PAGE", help="exit 1 if PAGE's generated blocks are stale")
+    group.add_argument("--snapshot", action="store_true",
+                       help=f"write the schema the CLIs check configs with before importing Keras to {SNAPSHOT}")
     args = parser.parse_args(argv)
+    if args.snapshot:
+        atomic.write_text(SNAPSHOT, snapshot_text())
+        return 0
     if args.write or args.check:
         page = args.write or args.check
         current = page.read_text()

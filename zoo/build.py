@@ -19,7 +19,12 @@ import shutil
 import sys
 from pathlib import Path
 
-import keras
+if __name__ == "__main__":  # a quiet start: TensorFlow's start-up lines silenced before the first import
+    from training import cli
+
+    cli.import_backend("--verbose" in sys.argv or "--debug" in sys.argv)
+
+import keras  # noqa: E402
 import numpy as np
 from keras import ops
 
@@ -173,4 +178,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main))
