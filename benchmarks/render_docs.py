@@ -341,7 +341,33 @@ def render_priors_ablation():
               "U outside [0, 1]", "s / epoch")
     return [note("priors-ablation-tensorflow.json"), *table(header, rows), "",
             f"{report['backend']}, {report['epochs']} epochs, warm-up {report['warmup']}, seeds {seeds}, no early "
-            "stopping; NLL and -ELBO of the squared-error objective (the ByPE setting), nats."]
+            "stopping; NLL and -ELBO of the squared-error objective (the ByPE setting), nats; mean +- sd over "
+            "the seeds.", "", *ablation_findings(results)]
+
+
+def ablation_findings(results):
+    """The paper's Table 1 ordering and the learned-vs-frozen coreset gap, read from the means."""
+    nll = {k: r["mean"]["nll"] for k, r in results.items() if "nll" in r.get("mean", {})}
+    sd = {k: r["std"]["nll"] for k, r in results.items() if "nll" in r.get("std", {})}
+    lines = []
+    order = [("bype", "<=", "vampprior"), ("vampprior", "<", "exemplar_exact"), ("exemplar_exact", "<", "standard")]
+    if all(a in nll and b in nll for a, _, b in order):
+        parts = [f"{ABLATION_ROWS[a]} {nll[a]:.2f} {op} {ABLATION_ROWS[b]} {nll[b]:.2f}: "
+                 f"{'holds' if (nll[a] <= nll[b] if op == '<=' else nll[a] < nll[b]) else 'does not hold'}"
+                 for a, op, b in order]
+        lines.append("The paper's ordering (Table 1: ByPE <= VampPrior < Exemplar < standard), on the mean test "
+                     "NLL: " + "; ".join(parts) + ".")
+    for learned in ("bype", "bype_paper"):
+        for frozen in ("bype_frozen", "bype_frozen_weights"):
+            if learned in nll and frozen in nll:
+                gap, spread = nll[frozen] - nll[learned], sd[learned] + sd[frozen]
+                runs = min(len(results[learned]["runs"]), len(results[frozen]["runs"]))
+                verdict = ("one seed, so no seed spread to compare with" if runs < 2 else
+                           f"{'more' if abs(gap) > spread else 'less'} than the seed spread (sum of the two sds, "
+                           f"{spread:.2f})")
+                lines.append(f"- {ABLATION_ROWS[learned]} vs {ABLATION_ROWS[frozen]}: {gap:+.2f} nats in favour of "
+                             f"the learned coreset (negative: the frozen one is better), {verdict}.")
+    return lines
 
 
 # --- BSVI ----------------------------------------------------------------------------------------------

@@ -50,3 +50,12 @@ def test_relative_links_resolve():
 def test_readme_size():
     size = (ROOT / "README.md").stat().st_size
     assert size <= README_LIMIT, f"README.md is {size} bytes; the limit is {README_LIMIT}"
+
+
+def test_ci_runs_the_readme_test_command_verbatim():
+    """README command 2 (install with the CPU build of PyTorch, then the suite per backend) is what CI runs."""
+    block = re.search(r"```bash\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S).group(1)
+    commands = [line for line in block.splitlines() if line.strip() and not line.startswith("#")]
+    assert len(commands) == 2 and "--extra-index-url https://download.pytorch.org/whl/cpu" in commands[1]
+    ci = [line for line in (ROOT / ".ci" / "run").read_text().splitlines() if not line.startswith("#")]
+    assert commands[1] in ci
