@@ -12,4 +12,5 @@ and writes metrics.json, figures/ and report.md atomically:
   frechet        Frechet distance in a classifier's feature space (FID with InceptionV3 for RGB)
   classifier     the small grey-image classifier whose features `frechet` uses for 28x28 data
   curves         loss curves from history.csv
+  progress       progress output: Keras's bar on a terminal, plain lines in a log file or pipe
 """

@@ -28,6 +28,7 @@ import keras
 import numpy as np
 
 from evaluation.common import Skipped, derive_seed, kernel_sample, posterior_sample, predict
+from evaluation.progress import progress_bar
 
 MODES = ("none", "posterior", "prior_kernel")
 
@@ -104,7 +105,7 @@ def train_classifier(generator, train, train_labels, test, test_labels, num_clas
     one_hot = np.eye(num_classes, dtype="float32")[train_labels]
     rng = np.random.default_rng(derive_seed(seed, "order"))
     lam = options.real_weight
-    progress = keras.utils.Progbar(options.epochs, unit_name="epoch") if verbose else None
+    progress = progress_bar(options.epochs, unit_name="epoch") if verbose else None
     for epoch in range(options.epochs):
         classifier.optimizer.learning_rate = options.learning_rate * (1 - 0.99 * epoch / options.epochs)
         index = rng.permutation(len(train))[: steps * b]

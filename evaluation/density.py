@@ -14,6 +14,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from evaluation.progress import progress_bar
 from training.figures import interleave_rows, save_grid
 from zoo import atomic
 from zoo.compiled import backend_function, model_function
@@ -38,7 +39,7 @@ def evaluate(model, images, evaluate_config, batch_size=500, verbose=True):
         images = images[: evaluate_config.max_examples]
     start = time.perf_counter()
     metrics = elbo_metrics(model, images, batch_size)
-    progress = keras.utils.Progbar(len(images), unit_name="image").add if verbose else None
+    progress = progress_bar(len(images), unit_name="image").add if verbose else None
     ll = model.log_likelihood(images, evaluate_config.num_samples, evaluate_config.max_batch, progress=progress)
     metrics.update({
         "nll": float(-np.mean(ll)),

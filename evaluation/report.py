@@ -25,6 +25,7 @@ from evaluation import active_units as au, curves, knn, plots, samples, tsne
 from evaluation.augmentation import AugmentationOptions, augmentation
 from evaluation.common import ModelFunctions, Skipped, derive_seed, reseed, subset
 from evaluation.data import evaluation_data
+from evaluation.progress import progress_bar
 from zoo import atomic
 
 METRICS = ("nll", "active_units", "knn", "tsne", "samples", "augmentation", "fid", "curves")
@@ -124,7 +125,7 @@ def run_bsvi(ctx):
         images = images[: evaluate.max_examples]
     procedure = ctx.config.train.procedure
     options = refinement.svi_options_of(vars(procedure))
-    progress = keras.utils.Progbar(len(images), unit_name="image").add if ctx.verbose else None
+    progress = progress_bar(len(images), unit_name="image").add if ctx.verbose else None
     out = refinement.evaluate(ctx.model, images, ctx.options.bsvi_steps, options, ctx.config.train.batch_size,
                               ctx.options.bsvi_elbo_samples, progress=progress)
     return {"split": evaluate.split, **out}

@@ -6,11 +6,16 @@
 REST requests use the columnar format ({"signature_name": ..., "inputs": {...}}), which the scalar inputs
 (num_samples, seed, component) need; the server answers {"outputs": ...} or {"error": "..."}. A bad request
 (e.g. num_samples above the export's cap) comes back as an error whose message names the problem; the
-client prints it and exits with status 1.
+client prints it and exits with status 1. A request outside the bounds any export has (num_samples < 1, a
+negative component, values beyond int32) is refused before sending, with status 2.
+
+Import-light: NumPy, the standard library's HTTP client and Pillow; TensorFlow and the serving protos only
+on the gRPC path. No Keras.
 """
 
 import argparse
 import json
+import os
 import sys
 import urllib.error
 import urllib.request
@@ -18,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from exports.signatures import SIGNATURES
+from exports.interface import SIGNATURES, RequestError, check_scalars
 
 
 class ServingError(RuntimeError):
@@ -125,6 +130,13 @@ def main(argv=None):
     if signature == "sample_component":
         inputs = {"component": args.component, **inputs}
     try:
+        check_scalars(inputs)
+        if args.columns < 1:
+            raise RequestError(f"--columns {args.columns}: give at least 1")
+    except RequestError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return error.exit_code
+    try:
         if args.url:
             outputs = rest_predict(args.url, args.model, signature, inputs, args.version, args.timeout)
         else:
@@ -132,10 +144,15 @@ def main(argv=None):
     except ServingError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    from training.figures import save_grid
+    from training.figures import grid_picture
 
     images = outputs["images"]
-    save_grid(images, args.out, columns=args.columns)
+    tmp = args.out.with_name(f".{args.out.name}.tmp-{os.getpid()}")  # written whole, then renamed into place
+    try:
+        grid_picture(images, columns=args.columns).save(tmp, format="PNG")
+        os.replace(tmp, args.out)
+    finally:
+        tmp.unlink(missing_ok=True)
     print(f"{images.shape[0]} images {tuple(images.shape[1:])} from {args.model}/{signature} -> {args.out}")
     return 0
 

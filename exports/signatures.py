@@ -11,17 +11,8 @@ own inputs: what the exported signature must reproduce.
 
 from keras import ops
 
+from exports.interface import SIGNATURES  # noqa: F401 (the table lives where the client reads it)
 from exports.seeds import seeded
-
-# name -> (inputs, outputs) as documented to users; the first entry is also `serving_default`.
-SIGNATURES = {
-    "sample": (("num_samples", "seed"), ("images",)),
-    "sample_component": (("component", "num_samples", "seed"), ("images",)),
-    "encode": (("images",), ("mean", "log_var")),
-    "decode": (("z", "seed"), ("images",)),
-    "reconstruct": (("images", "seed"), ("images",)),
-    "log_likelihood": (("images", "num_samples", "seed"), ("log_likelihood",)),
-}
 
 
 def signature_names(model):

@@ -120,7 +120,7 @@ def test_cli_trains_evaluates_and_refuses_to_overwrite(tmp_path, capsys):
     fit.main([str(config_path), "--run-dir", str(run_dir), "--set", "evaluate.num_samples=20"])
     assert "test metrics:" in capsys.readouterr().out
     assert config_lib.load(run_dir / "config.yaml").evaluate.num_samples == 20
-    with pytest.raises(FileExistsError, match="--resume"):
+    with pytest.raises(fit.RunDirError, match="--resume"):
         fit.main([str(config_path), "--run-dir", str(run_dir)])
     from training import evaluate
 

@@ -1,10 +1,16 @@
-"""Callbacks of the papers' training protocol: KL warm-up, early stopping, NaN guard, checkpoints."""
+"""Callbacks of the papers' training protocol: KL warm-up, early stopping, NaN and divergence guards,
+checkpoints."""
 
+import json
 import math
+from pathlib import Path
 
 import keras
+import numpy as np
 
+from layers.errors import UserError
 from training import checkpoints
+from zoo import atomic
 
 
 class KLWarmup(keras.callbacks.Callback):
@@ -26,11 +32,41 @@ class KLWarmup(keras.callbacks.Callback):
             logs["kl_weight"] = float(keras.ops.convert_to_numpy(self.model.kl_weight))
 
 
-class NonFiniteLossError(FloatingPointError):
+class TrainingStoppedError(UserError):
+    """A guard stopped a run whose weights went bad; the message names the checkpoint that is still healthy."""
+
+    exit_code = 1
+
+
+class NonFiniteLossError(TrainingStoppedError, FloatingPointError):
     """Training produced NaN or infinity; the last finite checkpoint is kept."""
 
 
-class NonFiniteGuard(keras.callbacks.Callback):
+class DivergenceError(TrainingStoppedError):
+    """The loss or the weights grew by orders of magnitude while staying finite (a learning rate far too high)."""
+
+
+class TrainingGuard(keras.callbacks.Callback):
+    """Base of the guards: says which checkpoint of `run_dir` still holds healthy weights.
+
+    A guard runs before `RunCheckpoint` in the callback list, so the bad epoch is never checkpointed and
+    checkpoint/state.json (or the .old copy of an interrupted write) names the last healthy epoch."""
+
+    def __init__(self, run_dir=None):
+        super().__init__()
+        self.run_dir = None if run_dir is None else Path(run_dir)
+
+    def checkpoint_note(self):
+        folder = None if self.run_dir is None else atomic.resolve_dir(self.run_dir / "checkpoint")
+        if folder is None or not (folder / "state.json").is_file():
+            return "no checkpoint yet, so no healthy weights were saved"
+        epoch = json.loads((folder / "state.json").read_text())["epoch"]
+        best = self.run_dir / "best.weights.h5"
+        extra = f", the best validation weights up to then are in {best}" if best.exists() else ""
+        return f"the last healthy weights are the checkpoint {folder} of epoch {epoch}{extra}"
+
+
+class NonFiniteGuard(TrainingGuard):
     """Stop with an explanation as soon as an epoch's training or validation loss is not finite."""
 
     def on_epoch_end(self, epoch, logs=None):
@@ -38,10 +74,59 @@ class NonFiniteGuard(keras.callbacks.Callback):
         if bad:
             raise NonFiniteLossError(
                 f"epoch {epoch + 1}: non-finite {bad}. Training stopped before checkpointing these weights; "
-                "the last checkpoint holds the previous epoch. Usual causes: a learning rate too high for this "
+                f"{self.checkpoint_note()}. Usual causes: a learning rate too high for this "
                 "likelihood (try --set train.learning_rate=1e-4), gradient normalisation switched off, or data "
                 "outside [0, 1] for the chosen likelihood."
             )
+
+
+class DivergenceGuard(TrainingGuard):
+    """Stop a run that diverges without NaN (e.g. train.learning_rate=1e3 ran to a test NLL of 1e33).
+
+    Rule, checked at every epoch end:
+    * loss or val_loss > best + max(1e3, 100 |best|), best being that loss's lowest value so far in this
+      fit (nats per image). KL warm-up raises the loss by the KL term, a few times at most, never 100x;
+      the floor of 1e3 nats covers losses near zero (continuous data).
+    * the global L2 norm of the trainable weights > 1e3 x max(1, its norm when training began). Normal
+      training changes it by a small factor; this also catches a run that diverges within its first
+      epoch, when the loss has no healthy best to compare with.
+    Non-finite values are left to `NonFiniteGuard`."""
+
+    LOSS_FACTOR, LOSS_FLOOR, WEIGHT_FACTOR = 100.0, 1e3, 1e3
+    MONITORED = ("loss", "val_loss")
+
+    def __init__(self, run_dir=None):
+        super().__init__(run_dir)
+        self.best = {}
+        self.initial_norm = None
+
+    def weight_norm(self):
+        return math.sqrt(sum(float(np.sum(np.square(keras.ops.convert_to_numpy(w).astype(np.float64))))
+                             for w in self.model.trainable_weights))
+
+    def on_train_begin(self, logs=None):
+        self.initial_norm = self.weight_norm()
+
+    def on_epoch_end(self, epoch, logs=None):
+        for key in self.MONITORED:
+            value = float((logs or {}).get(key, math.nan))
+            if not math.isfinite(value):
+                continue
+            best = self.best.get(key)
+            if best is not None and value > best + max(self.LOSS_FLOOR, self.LOSS_FACTOR * abs(best)):
+                self.stop(epoch, f"{key} {value:.4g} against its best {best:.4g}")
+            self.best[key] = value if best is None else min(best, value)
+        if self.initial_norm is not None:
+            norm = self.weight_norm()
+            if math.isfinite(norm) and norm > self.WEIGHT_FACTOR * max(1.0, self.initial_norm):
+                self.stop(epoch, f"weight norm {norm:.4g} against {self.initial_norm:.4g} when training began")
+
+    def stop(self, epoch, what):
+        raise DivergenceError(
+            f"epoch {epoch + 1}: training diverged ({what}); stopped before checkpointing these weights, "
+            f"{self.checkpoint_note()}. Lower train.learning_rate (e.g. --set train.learning_rate=1e-4) and "
+            "start the run again."
+        )
 
 
 class PaperEarlyStopping(keras.callbacks.Callback):

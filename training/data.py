@@ -1,7 +1,8 @@
 """Datasets as NumPy splits, plus deterministic tf.data pipelines for training and evaluation.
 
 Every source (TFDS, MNIST-format IDX files, an .npz, scikit-learn's digits) is first read into uint8
-arrays [N, H, W, C] on the 0..255 scale, so that the two preprocessing modes are exact:
+arrays [N, H, W, C] on the 0..255 scale (integer images holding only 0 and 1 are taken as already
+binarised and scaled to 0/255, with a printed line), so that the two preprocessing modes are exact:
 
 * dynamic_binarization: training images are greyscale intensities x/255 and each training batch gets a
   fresh Bernoulli draw (in `train_dataset`); validation and test are binarised once at load time with
@@ -23,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from layers.errors import UserError
 from training.config import DataConfig
 
 PREPROCESSING = ("dynamic_binarization", "continuous")
@@ -46,6 +48,11 @@ class DatasetUnavailableError(RuntimeError):
 
 class ImageShapeError(ValueError):
     """Images of a shape, channel count or value range the models cannot use."""
+
+
+class DataError(UserError, ValueError):
+    """The data cannot make a run (an empty split, a validation set that leaves no training images, a bad
+    image size): refused at load time, before a model is built, instead of failing after training."""
 
 
 @dataclass
@@ -81,9 +88,8 @@ def load_splits(config: DataConfig) -> Splits:
     loaders.update(idx=_load_idx, mnist10k=_load_mnist10k, npz=_load_npz, digits=_load_digits)
     if config.name not in loaders:
         raise ValueError(f"data.name: '{config.name}' is not one of {list(loaders)}")
+    size = _image_size(config)  # checked before the (possibly slow) read
     raw = loaders[config.name](config)  # {"train"|"validation"|"test": (uint8 [N,H,W,C], int64 [N] | None)}
-
-    size = _image_size(config)
     raw = {split: (_resize(images, size), labels) for split, (images, labels) in raw.items()}
     _check_raw(raw, config.name)
 
@@ -191,7 +197,12 @@ def _dequantize(x: np.ndarray) -> np.ndarray:
 
 def _image_size(config: DataConfig) -> tuple[int, int] | None:
     size = config.image_size or DEFAULT_IMAGE_SIZE.get(config.name)
-    return None if size is None else (int(size[0]), int(size[1]))
+    if size is None:
+        return None
+    if len(size) != 2 or any(int(d) < 1 for d in size):
+        raise DataError(f"data.image_size={list(size)}: give [height, width], both at least 1 pixel "
+                        "(e.g. --set data.image_size=[28,28]), or leave it unset for the native size")
+    return (int(size[0]), int(size[1]))
 
 
 def _default_validation_size(n: int) -> int:
@@ -203,10 +214,28 @@ def _hold_out(images, labels, size: int, where: str):
     """Last `size` rows become validation; the order of the source is kept (the papers' fixed split)."""
     n = len(images)
     if not 0 <= size < n:
-        raise ValueError(f"data.validation_size={size} leaves no training images in {where} ({n} images)")
+        raise DataError(f"data.validation_size={size} leaves no training images in {where} ({n} images); "
+                        f"set data.validation_size below {n}")
     cut = n - size
     lab = (None, None) if labels is None else (labels[:cut], labels[cut:])
     return (images[:cut], lab[0]), (images[cut:], lab[1])
+
+
+def _binary_as_255(arrays: dict, where: str) -> dict:
+    """Integer images holding only 0 and 1 (already binarised) scaled to 0/255, with one line saying so.
+
+    Read as 0..255 they would be near-black intensities: training runs, reconstructions are black and
+    the NLL is meaningless, with no error. The decision covers all of `arrays` at once (one dataset)."""
+    images = [x for x in arrays.values() if np.issubdtype(x.dtype, np.integer) and x.size]
+    if not images or any(x.min() < 0 or x.max() > 1 for x in images) or max(x.max() for x in images) < 1:
+        return arrays
+    print(f"{where}: integer images hold only 0 and 1, so they are read as binary images (1 -> intensity 255)")
+    return {k: x * np.uint8(255) if np.issubdtype(x.dtype, np.integer) and x.size else x for k, x in arrays.items()}
+
+
+def _check_not_empty(images: np.ndarray, where: str) -> None:
+    if np.size(images) == 0:
+        raise DataError(f"{where} holds no images (shape {images.shape}); every split needs at least one image")
 
 
 def _to_uint8(x: np.ndarray, where: str) -> np.ndarray:
@@ -276,8 +305,8 @@ def _check_raw(raw: dict, name: str) -> None:
             raise ValueError(f"{name} {split}: {len(labels)} labels for {len(images)} images")
     if len(set(shapes.values())) != 1:
         raise ImageShapeError(f"{name}: splits have different image shapes {shapes}; set data.image_size to unify them")
-    if len(raw["train"][0]) == 0:
-        raise ValueError(f"{name}: the training split is empty")
+    for split, (images, _) in raw.items():
+        _check_not_empty(images, f"{name}: the {split} split")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -471,8 +500,16 @@ def _read_idx_pair(folder: Path, prefix: str):
     if labels_path is None:
         raise DatasetUnavailableError(f"{folder}: found {images_path.name} but no {prefix}-labels-idx1-ubyte[.gz]")
     images = read_idx(images_path, IDX_IMAGES_MAGIC)[..., None]
+    _check_not_empty(images, str(images_path))
     labels = _to_labels(read_idx(labels_path, IDX_LABELS_MAGIC), len(images), str(labels_path))
     return images, labels
+
+
+def _binary_idx_pairs(folder: Path, pairs: dict) -> dict:
+    """`_binary_as_255` over the image files of `pairs` {prefix: (images, labels) | None}."""
+    present = {k: v for k, v in pairs.items() if v is not None}
+    scaled = _binary_as_255({k: images for k, (images, _) in present.items()}, f"IDX files in {folder}")
+    return {**pairs, **{k: (scaled[k], labels) for k, (_, labels) in present.items()}}
 
 
 def _fixed_split_of_test_file(images, labels, validation_size: int | None) -> dict:
@@ -499,7 +536,8 @@ def _load_idx(config: DataConfig) -> dict:
     test = _read_idx_pair(folder, "t10k")
     if test is None:
         raise _missing_idx(folder, "no t10k-images-idx3-ubyte[.gz] in")
-    train = _read_idx_pair(folder, "train")
+    pairs = _binary_idx_pairs(folder, {"t10k": test, "train": _read_idx_pair(folder, "train")})
+    test, train = pairs["t10k"], pairs["train"]
     if train is None:
         return _fixed_split_of_test_file(*test, config.validation_size)
     images, labels = train
@@ -527,7 +565,8 @@ def _mnist10k_folder(config: DataConfig) -> Path:
 def _load_mnist10k(config: DataConfig) -> dict:
     """The MNIST test file alone with the fixed split 0-6999 / 7000-7999 / 8000-9999 (file order)."""
     folder = _mnist10k_folder(config)
-    return _fixed_split_of_test_file(*_read_idx_pair(folder, "t10k"), config.validation_size)
+    test = _binary_idx_pairs(folder, {"t10k": _read_idx_pair(folder, "t10k")})["t10k"]
+    return _fixed_split_of_test_file(*test, config.validation_size)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -547,6 +586,10 @@ def _load_npz(config: DataConfig) -> dict:
     missing = [key for key in ("x_train", "x_test") if key not in arrays]
     if missing:
         raise ValueError(f"{path}: missing arrays {missing}; found {sorted(arrays)} (keras.datasets layout expected)")
+    image_keys = [key for key in ("x_train", "x_val", "x_test") if key in arrays]
+    for key in image_keys:
+        _check_not_empty(arrays[key], f"{path}: array {key}")
+    arrays.update(_binary_as_255({key: arrays[key] for key in image_keys}, str(path)))
 
     def pair(x_key, y_key):
         images = _to_uint8(arrays[x_key], f"{path} {x_key}")
@@ -555,7 +598,7 @@ def _load_npz(config: DataConfig) -> dict:
     train, test = pair("x_train", "y_train"), pair("x_test", "y_test")
     if "x_val" in arrays:
         if config.validation_size is not None:
-            raise ValueError(f"data.validation_size: {path} has its own x_val; leave validation_size unset")
+            raise DataError(f"data.validation_size: {path} has its own x_val; leave validation_size unset")
         return {"train": train, "validation": pair("x_val", "y_val"), "test": test}
     size = config.validation_size if config.validation_size is not None else _default_validation_size(len(train[0]))
     train, validation = _hold_out(*train, size, f"{path} x_train")

@@ -1,9 +1,9 @@
-"""PNG grids of images (samples, reconstructions), written atomically."""
+"""PNG grids of images (samples, reconstructions), written atomically.
+
+Keras-free (NumPy and Pillow): the serving client draws its grids with `grid_picture`."""
 
 import numpy as np
 from PIL import Image
-
-from zoo import atomic
 
 
 def image_grid(images, columns):
@@ -19,13 +19,21 @@ def image_grid(images, columns):
     return grid[..., 0] if c == 1 else grid
 
 
-def save_grid(images, path, columns=8, scale=None):
-    """Save a grid PNG; small images (8x8 digits) are upscaled so the PNG is viewable."""
+def grid_picture(images, columns=8, scale=None):
+    """The grid as a PIL image; small images (8x8 digits) are upscaled so the PNG is viewable."""
     grid = image_grid(images, columns)
     picture = Image.fromarray(grid)
     scale = scale or max(1, 256 // max(grid.shape[:2]))
     if scale > 1:
         picture = picture.resize((grid.shape[1] * scale, grid.shape[0] * scale), Image.NEAREST)
+    return picture
+
+
+def save_grid(images, path, columns=8, scale=None):
+    """Save a grid PNG atomically."""
+    from zoo import atomic  # here, not at the top: `import zoo` imports Keras
+
+    picture = grid_picture(images, columns, scale)
     with atomic.write_file(path) as tmp:
         picture.save(tmp, format="PNG")
 

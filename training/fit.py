@@ -11,7 +11,7 @@ The backend is chosen with KERAS_BACKEND=tensorflow|jax|torch.
 
 The command checks its arguments, the config and the run directory before it imports Keras (seconds), and
 prints what is wrong as one line (exit 2); `--debug` shows the traceback. Resume guarantees: see
-docs/runs.md.
+docs/training.md#what-a-run-directory-guarantees.
 """
 
 import argparse
@@ -119,7 +119,8 @@ def train(config, run_dir, resume=False, run_evaluation=True, extra_callbacks=()
             *callbacks_for_prior(model, splits, config.train),
             *model.procedure.callbacks(model, splits, config.train),
             cb.KLWarmup(0 if config.train.warmup_iterations else config.train.warmup_epochs),
-            cb.NonFiniteGuard(),
+            cb.NonFiniteGuard(run_dir),
+            cb.DivergenceGuard(run_dir),
             early_stopping,
             # the row of an epoch is written before its checkpoint: a resumed run never lacks a row
             keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=resume),
@@ -154,6 +155,8 @@ def check_run_dir(requested):
     path = Path(requested)
     if path.exists() and not path.is_dir():
         raise RunDirError(f"--run-dir {path} is a file; give a folder (new or empty)")
+    if (path / "checkpoint").exists():
+        raise RunDirError(f"{path} already holds a run; resume it with --resume {path} or choose another --run-dir")
     existing = path if path.exists() else next((p for p in path.parents if p.exists()), Path("."))
     if not os.access(existing, os.W_OK | os.X_OK):
         raise RunDirError(f"--run-dir {path}: {existing} is not writable; choose a folder you can write to")

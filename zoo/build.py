@@ -28,7 +28,7 @@ import keras  # noqa: E402
 import numpy as np
 from keras import ops
 
-from training import config as config_lib, data as data_lib
+from training import checkpoints, config as config_lib, data as data_lib
 
 from zoo import atomic
 from zoo.presets import FORMAT_VERSION, PRETRAINED_DIR, RECIPES, REPO_ROOT, file_sha256, model_card, write_checksums
@@ -96,7 +96,7 @@ def package(recipe, config, run_dir, out_dir):
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     splits = data_lib.load_splits(config.data)
     model = build_model(config.model, splits.image_shape, seed=config.seed, num_train=len(splits.train))
-    model.load_weights(run_dir / "model.weights.h5")
+    checkpoints.load_weights(model, run_dir / "model.weights.h5")  # checks the weights' checksum
     return write_preset(recipe, config, model, run_dir, splits, out_dir)
 
 
