@@ -319,7 +319,8 @@ def render_evaluation_report():
 ABLATION_ROWS = {"standard": "standard", "vampprior": "VampPrior (K = 500)", "exemplar_exact": "Exemplar exact (M = 3500)",
                  "bype": "ByPE official mode", "bype_paper": "ByPE paper mode",
                  "bype_frozen": "ByPE, U frozen at its initial images, uniform w",
-                 "bype_frozen_weights": "ByPE, w frozen uniform"}
+                 "bype_frozen_weights": "ByPE, w frozen uniform",
+                 "bype_paper_clipped": "ByPE paper mode, U clipped to [0, 1]"}
 
 
 def render_priors_ablation():
@@ -334,15 +335,17 @@ def render_priors_ablation():
 
     rows = [(label, cell(results[k], "nll"), cell(results[k], "negative_elbo"), cell(results[k], "active_units", 1),
              cell(results[k], "coreset_ess", 1), cell(results[k], "coreset_points_outside", 3),
-             cell(results[k], "seconds_per_epoch"))
+             cell(results[k], "seconds_per_epoch"), str(len(results[k]["runs"])))
             for k, label in ABLATION_ROWS.items() if k in results]
-    seeds = results[next(iter(results))]["seeds"]
+    seeds = report["seeds"]
     header = ("prior", f"test NLL (S = {report['iwae_samples']})", "-ELBO", "active units", "final ESS (of 500)",
-              "U outside [0, 1]", "s / epoch")
+              "U outside [0, 1]", "s / epoch", "seeds")
     return [note("priors-ablation-tensorflow.json"), *table(header, rows), "",
-            f"{report['backend']}, {report['epochs']} epochs, warm-up {report['warmup']}, seeds {seeds}, no early "
-            "stopping; NLL and -ELBO of the squared-error objective (the ByPE setting), nats; mean +- sd over "
-            "the seeds.", "", *ablation_findings(results)]
+            f"{report['backend']}, {report['machine']}, {report['epochs']} epochs, warm-up {report['warmup']}, seeds "
+            f"{seeds} (the last column: how many of them a row has), no early stopping; NLL and -ELBO of the "
+            "squared-error objective (the ByPE setting), nats; mean +- population sd over the seeds. "
+            + (f"Threads: {report['threads']}, so seconds per epoch compare within a seed only. " if "threads" in report
+               else ""), "", *ablation_findings(results)]
 
 
 def ablation_findings(results):

@@ -59,3 +59,12 @@ def test_ci_runs_the_readme_test_command_verbatim():
     assert len(commands) == 2 and "--extra-index-url https://download.pytorch.org/whl/cpu" in commands[1]
     ci = [line for line in (ROOT / ".ci" / "run").read_text().splitlines() if not line.startswith("#")]
     assert commands[1] in ci
+
+
+def test_the_quickstart_time_is_one_figure():
+    """README command 1 and zoo/quickstart.yaml state the same measured time (they once said 15-28 s and
+    'about a minute')."""
+    figure = re.compile(r"(\d+(?:-\d+)? s)\b")
+    readme = figure.findall(re.search(r"# 1\..*", (ROOT / "README.md").read_text()).group(0))
+    config = figure.findall((ROOT / "zoo" / "quickstart.yaml").read_text().split("\nname:")[0])
+    assert readme and readme == config

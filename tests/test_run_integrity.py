@@ -358,3 +358,17 @@ def test_a_kill_at_a_random_write_step_then_resume_ends_like_an_uninterrupted_ru
 def test_many_kills_at_random_steps_and_times_then_resume_end_like_an_uninterrupted_run(tmp_path):
     step, timed = ("step", 3, 36), ("time", 8, 20)
     _kill_and_resume(tmp_path, epochs=6, kills=[step, timed, step, step, timed, step, step, timed], seed=7)
+
+
+def test_atomic_writes_follow_the_umask(tmp_path):
+    """config.yaml and metrics.json used to be 0600 (mkstemp's mode) beside 0644 files: run folders are shared."""
+    old = os.umask(0o022)
+    try:
+        atomic.write_text(tmp_path / "config.yaml", "a: 1\n")
+        with atomic.write_dir(tmp_path / "checkpoint") as folder:
+            (folder / "x").write_text("x")
+        (tmp_path / "plain").write_text("x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "config.yaml").stat().st_mode & 0o777 == (tmp_path / "plain").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "checkpoint").stat().st_mode & 0o777 == 0o755
