@@ -25,7 +25,7 @@ def read_history(path):
 
 def curve_groups(history):
     """{panel title: {line: (epochs 1.., values)}}: one panel per quantity, train and validation together."""
-    epochs = history["epoch"] + 1 if "epoch" in history else np.arange(1, len(next(iter(history.values()))) + 1)
+    epochs = history["epoch"] if "epoch" in history else np.arange(1, len(next(iter(history.values()))) + 1)
     groups = {}
     for column, values in history.items():
         if column == "epoch" or column.startswith("val_"):

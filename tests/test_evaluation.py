@@ -265,12 +265,13 @@ def test_standard_normal_prior_skips_component_figures_with_reasons(digits, tmp_
 # --- curves, options -----------------------------------------------------------------------------------
 def test_curves_summary_and_groups(tmp_path):
     path = tmp_path / "history.csv"
-    path.write_text("epoch,loss,val_loss,kl_weight,val_extra\n0,5,4,0.5,1\n1,3,2,1.0,1\n2,2,2.5,1.0,1\n")
+    path.write_text("epoch,loss,val_loss,kl_weight,val_extra\n1,5,4,0.5,1\n2,3,2,1.0,1\n3,2,2.5,1.0,1\n")
     history = curves.read_history(path)
     assert curves.summary(history) == {"epochs": 3, "best_val_loss": 2.0, "best_epoch": 2, "final_val_loss": 2.5,
                                        "final_loss": 2.0}
     groups = curves.curve_groups(history)
     assert set(groups) == {"loss", "kl_weight", "val_extra"} and set(groups["loss"]) == {"train", "validation"}
+    assert list(groups["loss"]["train"][0]) == [1, 2, 3]  # history.csv counts epochs from 1
     with pytest.raises(FileNotFoundError, match="history"):
         curves.read_history(tmp_path / "none.csv")
 

@@ -62,7 +62,7 @@ def test_resume_continues_exactly(tmp_path):
     assert state["epoch"] == 2
     model_b, _ = fit.train(digits_config(epochs=4), split, resume=True, run_evaluation=False)
     rows_a, rows_b = history(straight), history(split)
-    assert [r["epoch"] for r in rows_b] == ["0", "1", "2", "3"]
+    assert [r["epoch"] for r in rows_b] == ["1", "2", "3", "4"]
     for ra, rb in zip(rows_a, rows_b):
         np.testing.assert_allclose(float(ra["val_loss"]), float(rb["val_loss"]), rtol=1e-5)
     for wa, wb in zip(model_a.weights, model_b.weights):

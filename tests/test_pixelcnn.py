@@ -533,7 +533,7 @@ def test_short_training_lowers_the_validation_loss_and_resumes_exactly(tmp_path)
     assert json.loads((split / "checkpoint" / "state.json").read_text())["epoch"] == 1
     model_b, _ = fit.train(config, split, resume=True, run_evaluation=False)
     rows_b = history(split)
-    assert [r["epoch"] for r in rows_b] == ["0", "1"]
+    assert [r["epoch"] for r in rows_b] == ["1", "2"]
     assert rows_a == rows_b
     assert len(model_a.variables) == len(model_b.variables)
     for va, vb in zip(model_a.variables, model_b.variables):

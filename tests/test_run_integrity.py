@@ -79,7 +79,7 @@ def assert_same_weights(path_a, path_b):
 def assert_same_history(run_a, run_b):
     """One row per epoch, equal to the last digit (resume is exact)."""
     rows_a, rows_b = history(run_a), history(run_b)
-    assert [r["epoch"] for r in rows_b] == [str(e) for e in range(len(rows_a))]
+    assert [r["epoch"] for r in rows_b] == [str(e) for e in range(1, len(rows_a) + 1)]
     assert rows_a == rows_b
 
 
@@ -93,7 +93,7 @@ def test_resume_after_a_kill_between_checkpoints_writes_each_epoch_once(finished
         fit.train(digits_config(epochs=4, checkpoint_every=2), run_dir, run_evaluation=False,
                   extra_callbacks=[InterruptAt(3)])
     assert json.loads((run_dir / "checkpoint" / "state.json").read_text())["epoch"] == 2
-    assert [r["epoch"] for r in history(run_dir)] == ["0", "1", "2"]
+    assert [r["epoch"] for r in history(run_dir)] == ["1", "2", "3"]
     fit.train(digits_config(epochs=4, checkpoint_every=2), run_dir, resume=True, run_evaluation=False)
     assert_same_history(finished[0], run_dir)
     assert_same_weights(finished[0] / "model.weights.h5", run_dir / "model.weights.h5")
@@ -102,9 +102,9 @@ def test_resume_after_a_kill_between_checkpoints_writes_each_epoch_once(finished
 def test_rewind_history_keeps_the_header_and_the_checkpointed_epochs(tmp_path):
     path = tmp_path / "history.csv"
     # epoch 1 twice (as older versions left it), the last row cut by a kill
-    path.write_text('epoch,loss,w\n0,3.0,"[1, 2]"\n1,2.0,"[1, 2]"\n2,1.0,x\n1,2.5,y\n3,0.5')
+    path.write_text('epoch,loss,w\n1,3.0,"[1, 2]"\n2,2.0,"[1, 2]"\n3,1.0,x\n2,2.5,y\n4,0.5')
     assert checkpoints.rewind_history(path, 2) == 3
-    assert path.read_text() == 'epoch,loss,w\n0,3.0,"[1, 2]"\n1,2.5,y\n'
+    assert path.read_text() == 'epoch,loss,w\n1,3.0,"[1, 2]"\n2,2.5,y\n'
     assert checkpoints.rewind_history(path, 2) == 0
     assert checkpoints.rewind_history(tmp_path / "missing.csv", 2) == 0
 

@@ -129,6 +129,14 @@ class DivergenceGuard(TrainingGuard):
         )
 
 
+class HistoryLogger(keras.callbacks.CSVLogger):
+    """history.csv with epochs counted from 1, as the console, the checkpoint and every message count them
+    (Keras's CSVLogger writes the 0-based loop index)."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch + 1, logs)
+
+
 class PaperEarlyStopping(keras.callbacks.Callback):
     """Early stopping as in the reference code: track the best validation loss from epoch 1, but do not
     count non-improving epochs during KL warm-up; stop after more than `patience` of them."""

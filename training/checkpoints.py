@@ -189,8 +189,8 @@ def load_weights(model, path):
 
 
 def rewind_history(path, epochs):
-    """Keep the header and the rows of the first `epochs` epochs of a CSVLogger history.csv (its `epoch`
-    column counts from 0), one per epoch (the last written, if older versions left duplicates); return how
+    """Keep the header and the rows of the first `epochs` epochs of history.csv (its `epoch` column counts
+    from 1: `callbacks.HistoryLogger`), one per epoch (the last written, if older versions left duplicates); return how
     many rows were dropped. A resumed run trains the epochs after its checkpoint again, so without this their
     rows would appear twice."""
     path = Path(path)
@@ -205,7 +205,7 @@ def rewind_history(path, epochs):
         except (ValueError, IndexError, StopIteration):
             return None
 
-    rows = {e: line for line in lines[1:] if (e := epoch(line)) is not None and e < epochs}
+    rows = {e: line for line in lines[1:] if (e := epoch(line)) is not None and e <= epochs}
     kept = [lines[0]] + [rows[e] for e in sorted(rows)]
     if len(kept) < len(lines):
         atomic.write_text(path, "".join(kept))

@@ -123,7 +123,7 @@ def train(config, run_dir, resume=False, run_evaluation=True, extra_callbacks=()
             cb.DivergenceGuard(run_dir),
             early_stopping,
             # the row of an epoch is written before its checkpoint: a resumed run never lacks a row
-            keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=resume),
+            cb.HistoryLogger(str(run_dir / "history.csv"), append=resume),
             cb.RunCheckpoint(run_dir, early_stopping, config.train.checkpoint_every),
             keras.callbacks.TensorBoard(str(run_dir / "tensorboard"), write_graph=False, profile_batch=0),
         ]

@@ -73,7 +73,7 @@ def history_summary(run_dir):
     if not rows:
         raise ValueError(f"{run_dir}/history.csv is empty: the run trained no epoch")
     best = min(rows, key=lambda r: float(r["val_loss"]))
-    return len(rows), int(best["epoch"]) + 1, float(best["val_loss"])
+    return len(rows), int(best["epoch"]), float(best["val_loss"])
 
 
 def reference_outputs(model, images):
