@@ -1,5 +1,10 @@
 """Conversions shared by the oracle tests: backend tensors in, float64 NumPy out."""
 
+import contextlib
+import http.server
+import json
+import threading
+
 import numpy as np
 from keras import ops
 
@@ -24,3 +29,30 @@ def build_likelihood(name, image_shape, head="dense", **options):
 
     return LIKELIHOODS.build(LIKELIHOODS.options(name, **options), image_shape=image_shape, head=head,
                              name="likelihood")
+
+
+@contextlib.contextmanager
+def json_server(respond):
+    """A local HTTP server (the tests' stand-in for TF Serving's REST endpoint) answering each POST with
+    `respond(path, body) -> (status, payload)`; yields its base URL."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            status, payload = respond(self.path, json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            data = json.dumps(payload).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args):  # keep the test output clean
+            return None
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()

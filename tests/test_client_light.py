@@ -1,17 +1,16 @@
 """`python -m exports.client` needs neither Keras nor TensorFlow for a REST request (it took 13 s and printed
 TensorFlow's log lines to send one HTTP request), and refuses out-of-bounds requests before sending."""
 
-import http.server
 import json
 import re
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from tests.helpers import json_server
 from exports import client, interface
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,24 +32,12 @@ def fake_server():
     """A stand-in for TF Serving's REST predict endpoint that returns four 8x8 grey images."""
     bodies = []
 
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_POST(self):
-            bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            data = json.dumps({"outputs": np.full((4, 8, 8, 1), 0.5).tolist()}).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+    def respond(path, body):
+        bodies.append(body)
+        return 200, {"outputs": np.full((4, 8, 8, 1), 0.5).tolist()}
 
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", bodies
-    server.shutdown()
-    server.server_close()
+    with json_server(respond) as url:
+        yield url, bodies
 
 
 def test_a_rest_request_and_its_grid_run_without_any_framework(tmp_path, fake_server):

@@ -9,13 +9,11 @@ Under KERAS_BACKEND=jax the fixture exports through jax2tf; under PyTorch, `pyth
 re-runs itself on TensorFlow, so the same checks run against that export.
 """
 
-import http.server
 import json
 import os
 import subprocess
 import sys
 import textwrap
-import threading
 from concurrent import futures
 from pathlib import Path
 
@@ -28,6 +26,7 @@ from PIL import Image
 from exports import client, saved_model
 from exports.signatures import reference, signature_names
 from exports.warmup import read_warmup
+from tests.helpers import json_server
 from zoo.presets import PRETRAINED_DIR
 
 pytest.importorskip("tensorflow_serving", reason="warmup records need tensorflow-serving-api: pip install -e '.[serving]'")
@@ -360,32 +359,16 @@ def rest_server(loaded):
     """A local stand-in for TF Serving's REST predict endpoint; records the request bodies."""
     bodies = []
 
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_POST(self):
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            bodies.append((self.path, body))
-            result = _serve(loaded, body.get("signature_name", "serving_default"), body["inputs"])
-            if "error" in result:
-                status, payload = 400, result
-            else:
-                outputs = {k: v.tolist() for k, v in result["outputs"].items()}
-                status, payload = 200, {"outputs": outputs["images"] if list(outputs) == ["images"] else outputs}
-            data = json.dumps(payload).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+    def respond(path, body):
+        bodies.append((path, body))
+        result = _serve(loaded, body.get("signature_name", "serving_default"), body["inputs"])
+        if "error" in result:
+            return 400, result
+        outputs = {k: v.tolist() for k, v in result["outputs"].items()}
+        return 200, {"outputs": outputs["images"] if list(outputs) == ["images"] else outputs}
 
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", bodies
-    server.shutdown()
-    server.server_close()
+    with json_server(respond) as url:
+        yield url, bodies
 
 
 def test_rest_client_writes_the_grid_of_the_served_samples(tmp_path, rest_server, loaded):
