@@ -1,0 +1,11 @@
+"""Gradient penalties on a critic (`train.penalty`), each registered in `PENALTIES` by the module that defines it.
+
+A new penalty is one module here: the class, the dataclass of its section, and
+`@PENALTIES.register(name, Config)` on the class (see `layers.registry` and `layers.penalties.base`).
+"""
+
+from layers.penalties.base import PENALTIES, GradientPenalty
+
+__all__ = ["PENALTIES", "GradientPenalty"]
+
+PENALTIES.names()  # import every module, so each registered class is known (keras.saving)
