@@ -47,6 +47,9 @@ def evaluate(model, images, evaluate_config, batch_size=500, verbose=True):
         "num_examples": int(len(images)),
         "num_samples": int(evaluate_config.num_samples),
     })
+    if model.prior.normalizer_is_estimated:  # the NLL is as good as the frozen log Z it used
+        metrics["log_normalizer"] = float(ops.convert_to_numpy(model.prior.log_z))
+        metrics["log_normalizer_standard_error"] = float(ops.convert_to_numpy(model.prior.log_z_stderr))
     likelihood = model.likelihood
     offset = likelihood.log_normalizer_offset()
     dims = likelihood.event_size

@@ -31,6 +31,11 @@ def binary_images(n, shape, seed=0):
 @pytest.mark.parametrize("architecture", ["vae", "hvae", "conv_hvae"])
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
 def test_every_architecture_handles_every_image_size(architecture, shape):
+    """ELBO terms, importance weights, reconstructions, samples and encodings have the image's shape."""
+    if keras.backend.backend() == "jax" and architecture == "conv_hvae" and shape != (28, 20, 1):
+        pytest.skip("budget: eager JAX compiles ConvHVAE per image shape (~20 s each); the shape arithmetic is "
+                    "backend-independent keras.ops, checked at every size on TensorFlow and PyTorch and at the "
+                    "non-square size on JAX")
     model = small_model(architecture, image_shape=shape)
     x = ops.convert_to_tensor(binary_images(3, shape))
     terms = model.elbo_terms(x)

@@ -188,6 +188,17 @@ def _construct(cls, checked, path):
         raise ConfigError(f"{path or 'config'}: {error}") from None
 
 
+def incompatibility(prior, architecture):
+    """Why `prior` cannot be used with `architecture` (a sentence), or None when they fit together."""
+    from layers.priors import PRIORS
+
+    if PRIORS[prior].needs_decoder_mean and ARCHITECTURES[architecture].autoregressive:
+        usable = [a for a in ARCHITECTURES.names() if not ARCHITECTURES[a].autoregressive]
+        return (f"'{prior}' reads the decoder mean E[x | z], which the PixelCNN decoder of '{architecture}' does "
+                f"not have; use one of {usable}")
+    return None
+
+
 def from_dict(raw: dict) -> RunConfig:
     """Validate a plain nested dict and return the typed configuration."""
     config = _construct(RunConfig, config_check.check(raw, schema()), "")
@@ -201,6 +212,13 @@ def from_dict(raw: dict) -> RunConfig:
             f"train.procedure: '{procedure}' refines a single Gaussian q(z | x), but model.architecture "
             f"'{config.model.architecture}' has {architecture.stochastic_layers} stochastic layers; "
             "use a single-latent architecture (vae, pixel_vae) or train.procedure=elbo")
+    needed = PROCEDURES[procedure].requires_prior
+    if needed and config.model.prior.name != needed:
+        raise ConfigError(f"train.procedure: '{procedure}' trains the '{needed}' prior, but model.prior is "
+                          f"'{config.model.prior.name}'; set model.prior.name: {needed} or train.procedure: elbo")
+    reason = incompatibility(config.model.prior.name, config.model.architecture)
+    if reason:
+        raise ConfigError(f"model.prior: {reason}")
     if architecture.autoregressive and not LIKELIHOODS[likelihood].can_draw_pixels():
         drawable = [n for n in LIKELIHOODS.names() if LIKELIHOODS[n].can_draw_pixels()]
         raise ConfigError(

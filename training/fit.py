@@ -91,7 +91,7 @@ def train(config, run_dir, resume=False, run_evaluation=True, extra_callbacks=()
         atomic.write_text(run_dir / "config.json", json.dumps(keras.saving.serialize_keras_object(model), indent=2) + "\n")
         jit = {"auto": "auto", "true": True, "false": False}[config.train.jit_compile]
         steps = data_lib.steps_per_epoch(splits, config.train.batch_size)
-        model.compile(optimizer=build_optimizer(config.train), jit_compile=jit,
+        model.compile(optimizer=model.procedure.optimizer(model, build_optimizer(config.train)), jit_compile=jit,
                       steps_per_execution=_steps_per_execution(config.train, steps))
         print(f"{config.name}: {config.model.architecture} / {config.model.prior.name} prior / "
               f"{config.model.likelihood.name} likelihood / {config.train.procedure.name} procedure "
@@ -143,6 +143,9 @@ def train(config, run_dir, resume=False, run_evaluation=True, extra_callbacks=()
         if (run_dir / "best.weights.h5").exists():
             checkpoints.load_weights(model, run_dir / "best.weights.h5")
             print(f"restored the best weights (epoch {early_stopping.best_epoch}, val_loss {early_stopping.best:.4f})")
+        finished = model.prior.finish_training(splits.train, seed=config.seed)
+        if finished:
+            print(f"{type(model.prior).__name__}: {finished}")
         checkpoints.save_weights(model, run_dir / "model.weights.h5")
         metrics = density.run(run_dir, model, splits, config) if run_evaluation else None
         return model, metrics

@@ -28,6 +28,10 @@ class AutoregressiveDecoder:
     likelihood_head = "pixel"
     autoregressive = True
 
+    def decoder_mean(self, z):
+        """None exists: E[x | z] of a PixelCNN needs every pixel's past (priors that need it are refused)."""
+        raise NotImplementedError(f"{type(self).__name__} draws x pixel by pixel and has no decoder mean E[x | z]")
+
     def pixel_params(self, x, maps):
         """The likelihood's per-pixel parameters given the image x (teacher forcing) and the maps."""
         return self.likelihood(self.pixel_trunk(ops.concatenate([x, maps], axis=-1)))

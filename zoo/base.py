@@ -95,6 +95,8 @@ class LatentVariableModel(SteppedModel):
     def finish_build(self):
         """Attach the prior to the top encoder and create every weight with one dummy forward pass."""
         self.prior.attach_encoder(self.encode)
+        if self.prior.needs_decoder_mean:
+            self.prior.attach_decoder(self.decoder_mean)
         self.prior.build((None, self.latent_dim))
         self.elbo_terms(ops.zeros((1, *self.image_shape)))
         self.built = True
@@ -141,6 +143,11 @@ class LatentVariableModel(SteppedModel):
         """Mean image of p(x | z) for top latents z (lower latents drawn from their conditional prior);
         autoregressive decoders draw x ~ p(x | z) instead (their mean needs every pixel's past)."""
         raise NotImplementedError("abstract: architectures define decode")
+
+    def decoder_mean(self, z):
+        """G(z) = E[x | z] as a deterministic, differentiable function of the top latent (the pull-back prior's
+        generator; the hierarchical models put z1 at its conditional mean). Autoregressive decoders have none."""
+        raise NotImplementedError(f"{type(self).__name__} has no decoder mean E[x | z]")
 
     def reconstruct(self, x, seed=None):
         """Image decoded from the posterior means (`seed`: the draw of an autoregressive decoder)."""

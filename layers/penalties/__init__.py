@@ -1,4 +1,4 @@
-"""Gradient penalties on a critic (`train.penalty`), each registered in `PENALTIES` by the module that defines it.
+"""Gradient penalties on a critic (`train.procedure.penalty` of the VAEPP procedures), each registered in `PENALTIES` by the module that defines it.
 
 A new penalty is one module here: the class, the dataclass of its section, and
 `@PENALTIES.register(name, Config)` on the class (see `layers.registry` and `layers.penalties.base`).

@@ -20,7 +20,7 @@ from keras import ops
 from layers.autodiff import input_gradient
 from layers.registry import Registry
 
-PENALTIES = Registry("gradient penalty", package="layers.penalties", section="train.penalty")
+PENALTIES = Registry("gradient penalty", package="layers.penalties", section="train.procedure.penalty")
 
 
 def critic_gradient(critic, x):

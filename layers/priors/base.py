@@ -23,6 +23,15 @@ class Prior(keras.layers.Layer):
     """
 
     num_components = 0  # mixtures override this and `component_sample`
+    tiny_options = {}
+    """Options that make a test-sized prior (fewer Monte-Carlo draws, shorter chains), which the contract
+    tests merge into the prior section, as architectures' `tiny_options` shrink their networks."""
+    needs_decoder_mean = False
+    """True: the density reads the model's decoder mean G(z) (`attach_decoder`; the pull-back prior), which
+    autoregressive decoders do not have (refused at config validation)."""
+    normalizer_is_estimated = False
+    """True: log p(z) uses a stored estimate of log Z, re-estimated by `refresh_normalizer` after the
+    prior's parameters change (the pull-back prior); exact priors are normalised by construction."""
 
     def __init__(self, latent_dim, **kwargs):
         super().__init__(**kwargs)
@@ -37,8 +46,20 @@ class Prior(keras.layers.Layer):
         """
         self._encode = encode
 
+    def attach_decoder(self, decode_mean):
+        """Give the prior the model's decoder mean `z -> E[x | z]` (priors with `needs_decoder_mean`)."""
+
+    def refresh_normalizer(self, seed=0):
+        """Re-estimate an estimated normaliser; return its standard error (0.0: exact, nothing to do)."""
+        return 0.0
+
     def initialize_from_data(self, images, seed):
         """Data-dependent initialisation before training (no-op unless a prior needs it)."""
+
+    def finish_training(self, images, seed):
+        """After training, before the final weights are saved: freeze what the prior estimates from the
+        training `images` (the pull-back prior's log Z); returns a line for the log, or None (nothing to do)."""
+        return None
 
     def log_prob(self, z):
         raise NotImplementedError("abstract: each prior defines log p(z)")

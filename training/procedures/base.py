@@ -18,6 +18,10 @@ class Procedure:
     """True when the step refines or samples one Gaussian q(z | x) itself (checked against the architecture's
     `stochastic_layers` when the config is validated)."""
 
+    requires_prior = None
+    """The registered prior the procedure trains parts of (the vaepp procedures: the pull-back prior's
+    critic), checked when the config is validated; None: any prior."""
+
     metric_names = ()
     """Logs of the train step averaged over the epoch (besides loss, reconstruction and kl)."""
 
@@ -40,6 +44,11 @@ class Procedure:
         if state is not None:
             model.procedure_state = state
         model.add_trackers(self.metric_names)
+
+    def optimizer(self, model, base):
+        """The optimizer `fit` compiles `model` with, given the one the train section asks for (`base`);
+        procedures with optimizers of their own return a `keras.optimizers.MultiOptimizer` holding them."""
+        return base
 
     def train_update(self, model, data):
         raise NotImplementedError("abstract: each procedure defines its training step")

@@ -132,6 +132,10 @@ class HVAE(LatentVariableModel):
         x_seed = split_seed(seed, 2)[1] if isinstance(seed, int) else seed  # a generator advances by itself
         return self.generate(z1, z, seed=x_seed)
 
+    def decoder_mean(self, z):
+        """E[x | z1 = E[z1 | z2], z2] for top latents z2 (deterministic: no z1 draw)."""
+        return self.likelihood.mean(self.decoder_params(self.p_z1(z)[0], z))
+
     def reconstruct(self, x, seed=None):
         x = ops.convert_to_tensor(x)
         mean2, _ = self.encode(x)

@@ -75,6 +75,9 @@ class VAE(LatentVariableModel):
     def decode(self, z, seed=None):
         return self.likelihood.mean(self.decoder_params(z))
 
+    def decoder_mean(self, z):
+        return self.likelihood.mean(self.decoder_params(z))
+
     def reconstruct(self, x, seed=None):
         x = ops.convert_to_tensor(x)
         return self.decode(self.encode(x)[0], seed=seed)
