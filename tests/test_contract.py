@@ -807,7 +807,7 @@ def exact_log_likelihood(model, x):
     logsumexp of the log-integrand plus the log cell volume (the trapezoid rule, whose end-point halving is
     immaterial because the integrand vanishes on the edge, which is checked). Returns (log p(x), the same
     on the grid of every second point, the largest log-integrand on the edge minus the peak): for these
-    smooth, fast-decaying integrands the rule converges faster than any power of the spacing, so agreement
+    smooth, fast-decaying integrands the rule converges faster than any power of the spacing (kinks: O(h^2)), so agreement
     between the two spacings bounds the error of the fine one far below their difference."""
     axes = ORACLE_AXES.get(model.joint_latent_dim)
     if axes is None:
@@ -830,7 +830,7 @@ def exact_log_likelihood(model, x):
 @pytest.mark.parametrize("prior,likelihood,architecture", ORACLE_CASES)
 def test_iwae_log_likelihood_matches_quadrature(prior, likelihood, architecture):
     """`model.log_likelihood` (the one IWAE estimator, S = 50,000) equals log p(x) = log integral p(x, z) dz
-    computed by quadrature of `model.log_joint` (converged: halving the points changes it by < 1e-4), within 4 standard errors of the estimator (delta method on
+    computed by quadrature of `model.log_joint` (converged: halving the points changes it by < 5e-4), within 4 standard errors of the estimator (delta method on
     an independent draw of S importance weights: se = sqrt(Var w / (S E[w]^2))) plus 2e-3 for float32 and
     quadrature; the estimator must be sharp (se < 0.012, so the tolerance is at most 0.05 nats). The
     single-sample ELBO (the mean of the 50,000 log-weights of that draw, each an independent S = 1 draw) is
@@ -841,7 +841,9 @@ def test_iwae_log_likelihood_matches_quadrature(prior, likelihood, architecture)
     x = oracle_images(likelihood)
     exact, coarse, edges = exact_log_likelihood(model, x)
     assert np.all(edges < -20.0), edges
-    np.testing.assert_allclose(exact, coarse, rtol=0, atol=1e-4)
+    # 5e-4: kinks (the pull-back prior's leaky-ReLU critic) slow the rule to O(h^2); still a quarter of the
+    # 2e-3 the comparison below allows for float32 and quadrature
+    np.testing.assert_allclose(exact, coarse, rtol=0, atol=5e-4)
 
     estimate = model.log_likelihood(x, num_samples=ORACLE_SAMPLES, max_batch=50_000)
     assert estimate.dtype == np.float64 and estimate.shape == (len(x),)
