@@ -23,9 +23,7 @@ The training estimator enters the loss through `training_log_normalizer`; `log_z
 every validation pass (`follow_training_set`, the prior's callback in `fit`) and is frozen after training
 with more draws (`finish_training`), from the `normalizer_proposal` (aggregate, or the code's bound).
 
-Sampling (`sample`): chains start from the latent GAN's samples once it has trained (`latent_gan: true`,
-trained by the vaepp procedures after the VAE phase), else from sampling-importance-resampling draws of
-N(0, I) proposals weighted by exp(-beta D(G(z))), then run `mala_steps` MALA transitions on
+Sampling (`sample`): chains start from sampling-importance-resampling draws of N(0, I) proposals weighted by exp(-beta D(G(z))), then run `mala_steps` MALA transitions on
 U(z) = beta D(G(z)) + |z|^2 / 2 (`layers.mala`).
 """
 
@@ -45,8 +43,8 @@ CODE_AGGREGATE_SIZE = 50000  # `len_train` of every MNIST / Fashion / Omniglot c
 CODE_LOG_Z_FLOOR = -20.0  # the code's max(log Z_N, -20), on its code-form value (with (d/2) log 2 pi)
 LOG_NORMALIZER_KEY = "pull_back_log_normalizer"
 """Key of a training batch that carries the step's estimate of log Z (set by the vaepp procedures, which
-draw the q-proposal's z themselves); without it the training form uses the N-proposal alone."""
-CRITICS = ("mlp", "mnist", "cifar10", "celeba")
+also log it); without it the prior estimates it from the batch images itself."""
+CRITICS = ("mlp",)  # the code's pre-activation ResNet critics (section 1.6) are not built yet
 ESTIMATORS = ("mixture", "normal", "posterior")
 
 
@@ -56,8 +54,8 @@ class PullBackConfig:
     """w: beta = w sigmoid(xi) stays in (0, w) and starts at w / 2. The code uses 10 for the Bernoulli MNIST,
     static MNIST and Omniglot models, 20 for Fashion, 1000 for CIFAR-10 and CelebA. 0: the standard normal."""
     critic: str = option("mlp", choices=CRITICS)
-    """D on data space: a leaky-ReLU MLP (`critic_units` wide), or the official code's pre-activation ResNet
-    critic of that dataset (section 1.6)."""
+    """D on data space: a leaky-ReLU MLP (`critic_units` wide). The official code's pre-activation ResNet
+    critics (section 1.6) are not built yet."""
     critic_units: int = option(64, minimum=1)
     """Width of the two hidden layers of the MLP critic."""
     normal_samples: int = option(128, minimum=1)
@@ -76,20 +74,16 @@ class PullBackConfig:
     """eps ~ N(0, I) when log Z is re-estimated outside training with the N-proposal (before training and
     after the prior's parameters moved: `refresh_normalizer`); the frozen value uses the q-proposal."""
     training_estimator: str = option("mixture", choices=ESTIMATORS)
-    """log Z in the training loss: the (Z_N + Z_q) / 2 mixture of code and paper, or one proposal alone. The
-    ELBO procedures, which draw no z from q for the prior, use the N-proposal."""
+    """log Z in the training loss: the (Z_N + Z_q) / 2 mixture of code and paper, or one proposal alone; the
+    q-proposal draws one z ~ q(z | e) per batch image (`batch_log_normalizer`), under every procedure."""
     normal_log_z_floor: str = option("code", choices=("code", "paper"))
     """code: log Z_N floored at -20 in the code's form (log Z_N + (d/2) log 2 pi >= -20); paper: no floor."""
     aggregate_size: str = option("paper", choices=("paper", "code"))
     """M of the q-proposal: the real training-set size (paper), or the code's 50000 whatever the data,
     which lowers log Z by log(N / 50000) (about 0.18 nats below the true value on MNIST's 60000)."""
-    latent_gan: bool = False
-    """A GAN on the encoder means (section 1.9) that the vaepp procedures train after the VAE phase; its
-    samples start the MALA chains. Off: chains start from SIR draws of N(0, I)."""
-    gan_units: int = option(40, minimum=1)
-    """Width of the latent GAN's MLPs (5 generator and 6 critic layers of 40 in the MNIST code)."""
     sampler_proposals: int = option(32, minimum=1)
-    """N(0, I) proposals per sample of the SIR start (used until the latent GAN has trained)."""
+    """N(0, I) proposals per sample of the SIR start of the MALA chains (the paper starts them from a latent
+    GAN, which is not built yet)."""
     mala_steps: int = option(100, minimum=0)
     """MALA transitions per sample (the official sampler runs about 1920)."""
     mala_step_size: float = option(1e-5, exclusive_minimum=0)
@@ -105,13 +99,6 @@ def mlp_critic(units, name):
     leaky = lambda t: ops.leaky_relu(t, 0.2)  # noqa: E731
     return keras.Sequential([keras.layers.Flatten(), _dense(units, "hidden_1", leaky), _dense(units, "hidden_2", leaky),
                              _dense(1, "energy")], name=name)
-
-
-def latent_mlp(units, layers_, out, name, out_activation=None):
-    """The latent GAN's MLPs (the MNIST code's widths; weight normalisation left out)."""
-    leaky = lambda t: ops.leaky_relu(t, 0.2)  # noqa: E731
-    stack = [_dense(units, f"hidden_{i + 1}", leaky) for i in range(layers_)]
-    return keras.Sequential(stack + [_dense(out, "out", out_activation)], name=name)
 
 
 @PRIORS.register("pull_back", PullBackConfig)
@@ -136,7 +123,7 @@ class PullBackPrior(Prior):
     def __init__(self, latent_dim, image_shape, num_train=None, energy_weight=10.0, critic="mlp", critic_units=64,
                  normal_samples=128, normalizer_samples=65536, normalizer_proposal="aggregate",
                  validation_normalizer_draws=5000, final_normalizer_draws=50000, training_estimator="mixture", normal_log_z_floor="code", aggregate_size="paper",
-                 latent_gan=False, gan_units=40, sampler_proposals=32, mala_steps=100, mala_step_size=1e-5,
+                 sampler_proposals=32, mala_steps=100, mala_step_size=1e-5,
                  seed=0, **kwargs):
         super().__init__(latent_dim, **kwargs)
         self.image_shape = tuple(image_shape)
@@ -152,45 +139,25 @@ class PullBackPrior(Prior):
         self.training_estimator = training_estimator
         self.normal_log_z_floor = normal_log_z_floor
         self.aggregate_size = aggregate_size
-        self.latent_gan = bool(latent_gan)
-        self.gan_units = int(gan_units)
         self.sampler_proposals = int(sampler_proposals)
         self.mala_steps = int(mala_steps)
         self.mala_step_size = float(mala_step_size)
         self.seed = seed
         self._decode_mean = None
         self.seed_generator = keras.random.SeedGenerator(seed + 7919)
-        if critic == "mlp":
-            self.critic = mlp_critic(self.critic_units, name="critic")
-        else:
-            from layers.preact_resnet import vaepp_critic
-
-            self.critic = vaepp_critic(critic)
-        if self.latent_gan:
-            self.gan_generator = latent_mlp(self.gan_units, 5, self.latent_dim, "gan_generator")
-            self.gan_critic = latent_mlp(self.gan_units, 6, 1, "gan_critic")
+        self.critic = mlp_critic(self.critic_units, name="critic")
 
     def build(self, input_shape=None):
         self.critic.build((None, *self.image_shape))
         self.xi = self.add_weight(name="xi", shape=(), initializer="zeros")
         self.log_z = self.add_weight(name="log_z", shape=(), initializer="zeros", trainable=False)
         self.log_z_stderr = self.add_weight(name="log_z_stderr", shape=(), initializer="zeros", trainable=False)
-        if self.latent_gan:
-            self.gan_generator.build((None, self.latent_dim))
-            self.gan_critic.build((None, self.latent_dim))
-            self.gan_ready = self.add_weight(name="gan_ready", shape=(), initializer="zeros", trainable=False)
         self.built = True
 
     # --- the parts -------------------------------------------------------------------------------------
     def attach_decoder(self, decode_mean):
         """Give the prior G, the model's `z -> E[x | z]` (a plain reference: the model owns the weights)."""
         self._decode_mean = decode_mean
-
-    def gan_variables(self):
-        """The latent GAN's weights (empty without it): trained after the VAE phase, not with the VAE."""
-        if not self.latent_gan:
-            return []
-        return [*self.gan_generator.weights, *self.gan_critic.weights]
 
     def beta(self):
         return self.energy_weight * ops.sigmoid(self.xi)
@@ -366,19 +333,11 @@ class PullBackPrior(Prior):
         rows = ops.arange(num_samples) * m + ops.cast(index, "int32")
         return ops.take(proposals, rows, axis=0)
 
-    def gan_start(self, num_samples, seed):
-        noise = keras.random.normal((num_samples, self.latent_dim), seed=seed)
-        return self.gan_generator(noise)
-
     def start(self, num_samples, seed):
-        """The chains' starting points: the latent GAN once trained, SIR draws before (or without) it."""
-        sir_seed, gan_seed = split_seed(seed, 2)
+        """The chains' starting points: SIR draws (N(0, I) itself when w = 0)."""
         if self.energy_weight == 0.0:
-            return keras.random.normal((num_samples, self.latent_dim), seed=sir_seed)
-        z0 = self.sir_start(num_samples, sir_seed)
-        if self.latent_gan:
-            z0 = ops.where(self.gan_ready > 0.5, self.gan_start(num_samples, gan_seed), z0)
-        return z0
+            return keras.random.normal((num_samples, self.latent_dim), seed=seed)
+        return self.sir_start(num_samples, seed)
 
     def sample_chain(self, num_samples, seed=None, mala_steps=None):
         """(z, MALA acceptance rate): `start` then `mala_steps` transitions (default: the configured number)."""
@@ -404,7 +363,6 @@ class PullBackPrior(Prior):
                 "validation_normalizer_draws": self.validation_normalizer_draws,
                 "final_normalizer_draws": self.final_normalizer_draws, "training_estimator": self.training_estimator,
                 "normal_log_z_floor": self.normal_log_z_floor, "aggregate_size": self.aggregate_size,
-                "latent_gan": self.latent_gan, "gan_units": self.gan_units,
                 "sampler_proposals": self.sampler_proposals, "mala_steps": self.mala_steps,
                 "mala_step_size": self.mala_step_size, "seed": self.seed}
 

@@ -72,9 +72,8 @@ class PullBackTraining(Procedure):
                              "set model.prior.name: pull_back")
 
     def vae_variables(self, model):
-        """Every trainable weight but the latent GAN's (trained after the VAE phase)."""
-        gan = {id(v) for v in model.prior.gan_variables()}
-        return [v for v in model.trainable_variables if id(v) not in gan]
+        """Every trainable weight of the model (the prior's critic and xi included)."""
+        return list(model.trainable_variables)
 
     def critic_variables(self, model):
         return model.prior.critic.trainable_variables
