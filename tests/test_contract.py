@@ -15,7 +15,7 @@ value-for-value comparisons between a model and its clone / reloaded copy / expo
 
 Budget (2 CPU cores, <= ~150 s per backend): the cheap checks run on the full prior x architecture
 product with a synthetic 4x4x1 image on every backend (the config round trip and .keras save / load with
-two priors per PixelCNN architecture: `SERIALIZATION_CASES`); priors shrink to test size with their
+two priors per PixelCNN architecture, and per convolutional one on JAX: `SERIALIZATION_CASES`); priors shrink to test size with their
 `tiny_options` (fewer Monte-Carlo draws), as architectures do. Training on the digits and SavedModel export run
 on a covering subset in which every prior and every architecture appears (`EXPENSIVE_CASES`; ConvHVAE and the
 PixelCNN architectures are left out of these two on JAX only: tests/test_pixelcnn.py trains and exports a
@@ -152,8 +152,7 @@ def skip_prior_math_on_jax_conv(prior, architecture):
     """Budget: eager JAX compiles every ConvHVAE operation for each new batch shape (~1.5 s each), so on JAX
     the prior-math checks (density, sampling, components) run for ConvHVAE with the first prior only; the
     other priors' math is architecture-independent keras.ops, checked on JAX with the VAE and HVAE and with
-    ConvHVAE on TensorFlow and PyTorch. ConvHVAE's config round trip and .keras save / load run on JAX for
-    every prior. A prior whose density reads the decoder (`needs_decoder_mean`: the pull-back prior) runs
+    ConvHVAE on TensorFlow and PyTorch. A prior whose density reads the decoder (`needs_decoder_mean`: the pull-back prior) runs
     its prior-math checks through the dense decoders only: on ConvHVAE the sampling check pushes 4000 SIR +
     MALA chains through the convolutional decoder (400 s on TensorFlow); its training, round trips and
     export run on ConvHVAE as for every prior."""
@@ -192,12 +191,14 @@ EXPENSIVE_ARCHITECTURES = [a for a in ARCHITECTURE_NAMES if not (BACKEND == "jax
 EXPENSIVE_CASES = cheapest_covering(PRIOR_NAMES, EXPENSIVE_ARCHITECTURES, BASE_ARCHITECTURE)
 
 # The config round trip and the .keras save / load run on every prior x architecture pair except for the
-# autoregressive (PixelCNN) architectures, which each take two priors in turn (about 12 s a case: their
-# observable outputs include pixel-by-pixel samples). A prior's state is carried by the prior's own config
-# and weights, which the full product on the other architectures checks for every prior.
+# autoregressive (PixelCNN) architectures, and on JAX the convolutional ones, which each take two priors in
+# turn (about 12 s a case: their observable outputs include pixel-by-pixel samples; eager JAX compiles the
+# conv networks per shape, 44 s for ConvHVAE with the pull-back prior's sampler). A prior's state is carried
+# by the prior's own config and weights, which the full product on the other architectures checks.
 AUTOREGRESSIVE = [a for a in ARCHITECTURE_NAMES if ARCHITECTURES[a].autoregressive]
-SERIALIZATION_CASES = [(p, a) for p, a in PRODUCT if a not in AUTOREGRESSIVE] + [
-    pair for i, a in enumerate(AUTOREGRESSIVE)
+TWO_PRIORS_EACH = [a for a in ARCHITECTURE_NAMES if a in AUTOREGRESSIVE or (BACKEND == "jax" and _is_conv(a))]
+SERIALIZATION_CASES = [(p, a) for p, a in PRODUCT if a not in TWO_PRIORS_EACH] + [
+    pair for i, a in enumerate(TWO_PRIORS_EACH)
     for pair in [p for p in PRODUCT if p[1] == a][2 * i % len(PRIOR_NAMES):][:2]]
 
 ORACLE_ARCHITECTURES = [a for a in ("vae", "hvae") if a in ARCHITECTURE_NAMES]
