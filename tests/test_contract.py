@@ -15,8 +15,8 @@ value-for-value comparisons between a model and its clone / reloaded copy / expo
 
 Budget (2 CPU cores, <= ~150 s per backend): the cheap checks run on the full prior x architecture
 product with a synthetic 4x4x1 image on every backend (the config round trip and .keras save / load with
-two priors per PixelCNN architecture, and per convolutional one on JAX: `SERIALIZATION_CASES`); priors shrink to test size with their
-`tiny_options` (fewer Monte-Carlo draws), as architectures do. Training on the digits and SavedModel export run
+two priors per PixelCNN architecture, and per convolutional one on JAX: `SERIALIZATION_CASES`); priors
+shrink to test size with their `tiny_options` (fewer Monte-Carlo draws), as architectures do. Training on the digits and SavedModel export run
 on a covering subset in which every prior and every architecture appears (`EXPENSIVE_CASES`; ConvHVAE and the
 PixelCNN architectures are left out of these two on JAX only: tests/test_pixelcnn.py trains and exports a
 PixelCNN model on JAX), the exact-likelihood oracle on the full prior x likelihood x
@@ -152,10 +152,10 @@ def skip_prior_math_on_jax_conv(prior, architecture):
     """Budget: eager JAX compiles every ConvHVAE operation for each new batch shape (~1.5 s each), so on JAX
     the prior-math checks (density, sampling, components) run for ConvHVAE with the first prior only; the
     other priors' math is architecture-independent keras.ops, checked on JAX with the VAE and HVAE and with
-    ConvHVAE on TensorFlow and PyTorch. A prior whose density reads the decoder (`needs_decoder_mean`: the pull-back prior) runs
-    its prior-math checks through the dense decoders only: on ConvHVAE the sampling check pushes 4000 SIR +
-    MALA chains through the convolutional decoder (400 s on TensorFlow); its training, round trips and
-    export run on ConvHVAE as for every prior."""
+    ConvHVAE on TensorFlow and PyTorch. A prior whose density reads the decoder (`needs_decoder_mean`: the
+    pull-back prior) runs its prior-math checks through the dense decoders only: on ConvHVAE the sampling
+    check pushes 4000 SIR + MALA chains through the convolutional decoder (400 s on TensorFlow); its
+    training, round trips and export run on ConvHVAE as for every prior."""
     if BACKEND == "jax" and _is_conv(architecture) and prior != PRIOR_NAMES[0]:
         pytest.skip(f"budget: on JAX {architecture} runs the prior-math checks with {PRIOR_NAMES[0]} only")
     if prior != EXAMPLE and PRIORS[prior].needs_decoder_mean and _is_conv(architecture):
@@ -808,8 +808,8 @@ def exact_log_likelihood(model, x):
     logsumexp of the log-integrand plus the log cell volume (the trapezoid rule, whose end-point halving is
     immaterial because the integrand vanishes on the edge, which is checked). Returns (log p(x), the same
     on the grid of every second point, the largest log-integrand on the edge minus the peak): for these
-    smooth, fast-decaying integrands the rule converges faster than any power of the spacing (kinks: O(h^2)), so agreement
-    between the two spacings bounds the error of the fine one far below their difference."""
+    smooth, fast-decaying integrands the rule converges faster than any power of the spacing (kinks: O(h^2)),
+    so agreement between the two spacings bounds the error of the fine one far below their difference."""
     axes = ORACLE_AXES.get(model.joint_latent_dim)
     if axes is None:
         raise ValueError(f"quadrature oracle for joint latent size {model.joint_latent_dim} is not implemented")
@@ -831,8 +831,8 @@ def exact_log_likelihood(model, x):
 @pytest.mark.parametrize("prior,likelihood,architecture", ORACLE_CASES)
 def test_iwae_log_likelihood_matches_quadrature(prior, likelihood, architecture):
     """`model.log_likelihood` (the one IWAE estimator, S = 50,000) equals log p(x) = log integral p(x, z) dz
-    computed by quadrature of `model.log_joint` (converged: halving the points changes it by < 5e-4), within 4 standard errors of the estimator (delta method on
-    an independent draw of S importance weights: se = sqrt(Var w / (S E[w]^2))) plus 2e-3 for float32 and
+    computed by quadrature of `model.log_joint` (converged: halving the points changes it by < 5e-4), within
+    4 standard errors of the estimator (delta method on an independent draw of S importance weights: se = sqrt(Var w / (S E[w]^2))) plus 2e-3 for float32 and
     quadrature; the estimator must be sharp (se < 0.012, so the tolerance is at most 0.05 nats). The
     single-sample ELBO (the mean of the 50,000 log-weights of that draw, each an independent S = 1 draw) is
     not above log p(x) (Jensen) beyond 3 of its standard errors. Tiny model: 2x2x1 images, one latent per stochastic layer, random

@@ -23,8 +23,9 @@ The training estimator enters the loss through `training_log_normalizer`; `log_z
 every validation pass (`follow_training_set`, the prior's callback in `fit`) and is frozen after training
 with more draws (`finish_training`), from the `normalizer_proposal` (aggregate, or the code's bound).
 
-Sampling (`sample`): chains start from sampling-importance-resampling draws of N(0, I) proposals weighted by exp(-beta D(G(z))), then run `mala_steps` MALA transitions on
-U(z) = beta D(G(z)) + |z|^2 / 2 (`layers.mala`).
+Sampling (`sample`): chains start from sampling-importance-resampling draws of N(0, I) proposals weighted
+by exp(-beta D(G(z))), then run `mala_steps` MALA transitions on U(z) = beta D(G(z)) + |z|^2 / 2
+(`layers.mala`).
 """
 
 import math
@@ -122,8 +123,8 @@ class PullBackPrior(Prior):
 
     def __init__(self, latent_dim, image_shape, num_train=None, energy_weight=10.0, critic="mlp", critic_units=64,
                  normal_samples=128, normalizer_samples=65536, normalizer_proposal="aggregate",
-                 validation_normalizer_draws=5000, final_normalizer_draws=50000, training_estimator="mixture", normal_log_z_floor="code", aggregate_size="paper",
-                 sampler_proposals=32, mala_steps=100, mala_step_size=1e-5,
+                 validation_normalizer_draws=5000, final_normalizer_draws=50000, training_estimator="mixture",
+                 normal_log_z_floor="code", aggregate_size="paper", sampler_proposals=32, mala_steps=100, mala_step_size=1e-5,
                  seed=0, **kwargs):
         super().__init__(latent_dim, **kwargs)
         self.image_shape = tuple(image_shape)
@@ -266,7 +267,6 @@ class PullBackPrior(Prior):
         `code`, the paper's bound q(z | e) / M (Z-hat >= Z in expectation, loose by up to log M where the
         posteriors overlap). The standard error is the delta method's sd(w) / (sqrt(n) mean(w)). No floor: the
         code floors log Z_N in training only (its evaluation uses Z_q unfloored)."""
-        from layers.distributions import log_normal_diag
         from layers.posteriors import log_posterior_density, sample_posterior
 
         if self.energy_weight == 0.0:  # the standard normal: Z = 1 exactly

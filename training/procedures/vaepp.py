@@ -71,10 +71,6 @@ class PullBackTraining(Procedure):
             raise ValueError(f"the {self.registered_name} procedure trains the pull_back prior's critic; "
                              "set model.prior.name: pull_back")
 
-    def vae_variables(self, model):
-        """Every trainable weight of the model (the prior's critic and xi included)."""
-        return list(model.trainable_variables)
-
     def critic_variables(self, model):
         return model.prior.critic.trainable_variables
 
@@ -110,7 +106,7 @@ class VAEPP(PullBackTraining):
 
     def train_update(self, model, data):
         x = data["image"]
-        variables = self.vae_variables(model)
+        variables = model.trainable_variables  # the prior's critic and xi included
 
         def loss_fn():
             loss, logs = self.elbo_loss(model, data)
@@ -140,7 +136,7 @@ class VAEPPNaive(PullBackTraining):
     def train_update(self, model, data):
         x = data["image"]
         critic = {id(v) for v in self.critic_variables(model)}
-        vae_variables = [v for v in self.vae_variables(model) if id(v) not in critic]
+        vae_variables = [v for v in model.trainable_variables if id(v) not in critic]
 
         def vae_loss():
             loss, logs = self.elbo_loss(model, data)

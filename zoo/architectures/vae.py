@@ -73,7 +73,7 @@ class VAE(LatentVariableModel):
         return self.likelihood.log_prob(x[:, None], params)
 
     def decode(self, z, seed=None):
-        return self.likelihood.mean(self.decoder_params(z))
+        return self.decoder_mean(z)
 
     def decoder_mean(self, z):
         return self.likelihood.mean(self.decoder_params(z))
