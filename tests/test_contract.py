@@ -16,10 +16,10 @@ value-for-value comparisons between a model and its clone / reloaded copy / expo
 Budget (2 CPU cores, <= ~150 s per backend): the cheap checks run on the full prior x architecture
 product with a synthetic 4x4x1 image on every backend (the config round trip and .keras save / load with
 two priors per PixelCNN architecture, and per convolutional one on JAX: `SERIALIZATION_CASES`); priors
-shrink to test size with their `tiny_options` (fewer Monte-Carlo draws), as architectures do. Training on the digits and SavedModel export run
-on a covering subset in which every prior and every architecture appears (`EXPENSIVE_CASES`; ConvHVAE and the
-PixelCNN architectures are left out of these two on JAX only: tests/test_pixelcnn.py trains and exports a
-PixelCNN model on JAX), the exact-likelihood oracle on the full prior x likelihood x
+shrink to test size with their `tiny_options` (fewer Monte-Carlo draws), as architectures do. Training on
+the digits and SavedModel export run on a covering subset in which every prior and every architecture
+appears (`EXPENSIVE_CASES`; ConvHVAE and the PixelCNN architectures are left out of these two on JAX only:
+tests/test_pixelcnn.py trains and exports a PixelCNN model on JAX), the exact-likelihood oracle on the full prior x likelihood x
 {vae, hvae} product on TensorFlow and on a covering subset with every prior and every likelihood on JAX
 and PyTorch (`ORACLE_CASES`).
 """
@@ -832,11 +832,11 @@ def exact_log_likelihood(model, x):
 def test_iwae_log_likelihood_matches_quadrature(prior, likelihood, architecture):
     """`model.log_likelihood` (the one IWAE estimator, S = 50,000) equals log p(x) = log integral p(x, z) dz
     computed by quadrature of `model.log_joint` (converged: halving the points changes it by < 5e-4), within
-    4 standard errors of the estimator (delta method on an independent draw of S importance weights: se = sqrt(Var w / (S E[w]^2))) plus 2e-3 for float32 and
-    quadrature; the estimator must be sharp (se < 0.012, so the tolerance is at most 0.05 nats). The
-    single-sample ELBO (the mean of the 50,000 log-weights of that draw, each an independent S = 1 draw) is
-    not above log p(x) (Jensen) beyond 3 of its standard errors. Tiny model: 2x2x1 images, one latent per stochastic layer, random
-    networks (see `tame_networks`), the prior as initialised from 6 training images."""
+    4 standard errors of the estimator (delta method on an independent draw of S importance weights:
+    se = sqrt(Var w / (S E[w]^2))) plus 2e-3 for float32 and quadrature; the estimator must be sharp
+    (se < 0.012, so the tolerance is at most 0.05 nats). The single-sample ELBO (the mean of the 50,000
+    log-weights of that draw, each an independent S = 1 draw) is not above log p(x) (Jensen) beyond 3 of
+    its standard errors. Tiny model: 2x2x1 images, one latent per stochastic layer, random networks (see `tame_networks`), the prior as initialised from 6 training images."""
     model = build(architecture, prior, latent_dim=1, shape=ORACLE_SHAPE, likelihood=likelihood,
                   num_train=ORACLE_TRAIN, before_init=tame_networks)
     x = oracle_images(likelihood)

@@ -124,8 +124,8 @@ class PullBackPrior(Prior):
     def __init__(self, latent_dim, image_shape, num_train=None, energy_weight=10.0, critic="mlp", critic_units=64,
                  normal_samples=128, normalizer_samples=65536, normalizer_proposal="aggregate",
                  validation_normalizer_draws=5000, final_normalizer_draws=50000, training_estimator="mixture",
-                 normal_log_z_floor="code", aggregate_size="paper", sampler_proposals=32, mala_steps=100, mala_step_size=1e-5,
-                 seed=0, **kwargs):
+                 normal_log_z_floor="code", aggregate_size="paper", sampler_proposals=32, mala_steps=100,
+                 mala_step_size=1e-5, seed=0, **kwargs):
         super().__init__(latent_dim, **kwargs)
         self.image_shape = tuple(image_shape)
         self.num_train = None if num_train is None else int(num_train)
