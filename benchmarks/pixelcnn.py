@@ -22,7 +22,6 @@ active units show how much of z the decoder uses.
 
 import argparse
 import json
-import platform
 import statistics
 import sys
 import tempfile
@@ -35,7 +34,8 @@ sys.path.insert(0, str(ROOT))
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from speed import EpochTimer  # noqa: E402  (benchmarks/ is sys.path[0] when run as a script)
+from machine import cpu_name  # noqa: E402  (benchmarks/ is sys.path[0] when run as a script)
+from speed import EpochTimer  # noqa: E402
 from evaluation import density  # noqa: E402
 from evaluation.active_units import active_units  # noqa: E402
 from evaluation.common import ModelFunctions  # noqa: E402
@@ -150,14 +150,6 @@ def bench_density(args):
     return {"models": results, "ratios": ratios}
 
 
-def cpu_name():
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return f"{line.split(':', 1)[1].strip()} ({len(__import__('os').sched_getaffinity(0))} cores)"
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def main():

@@ -26,7 +26,7 @@ and uniform weights (no coreset phase) | ByPE with w frozen uniform.
 
 import argparse
 import json
-import platform
+import os
 import statistics
 import sys
 import tempfile
@@ -38,7 +38,8 @@ sys.path.insert(0, str(ROOT))
 
 import keras  # noqa: E402
 
-from speed import EpochTimer  # noqa: E402  (benchmarks/ is sys.path[0] when run as a script)
+from machine import cpu_name  # noqa: E402  (benchmarks/ is sys.path[0] when run as a script)
+from speed import EpochTimer  # noqa: E402
 from evaluation import density  # noqa: E402
 from evaluation.active_units import active_units  # noqa: E402
 from evaluation.common import ModelFunctions  # noqa: E402
@@ -145,17 +146,20 @@ def main():
     if unknown:
         parser.error(f"unknown prior keys {unknown}; choose from {', '.join(PRIORS)} or {', '.join(GROUPS)}")
     seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
-    done = {}
+    done, kept = {}, {}
     if args.keep and Path(args.out).exists():
-        for key, result in json.loads(Path(args.out).read_text())["results"].items():
+        kept = json.loads(Path(args.out).read_text())
+        for key, result in kept["results"].items():
             for run in result.get("runs", []) if isinstance(result, dict) else []:
                 done[(key, run.get("seed"))] = run
     results = {}
 
     def write(final):
-        out = {"backend": keras.backend.backend(), "machine": platform.processor() or platform.machine(),
-               "epochs": args.epochs, "warmup": args.warmup, "iwae_samples": args.iwae_samples,
-               "overrides": args.set, "seeds": seeds, "complete": final, "results": results}
+        """With --keep, the priors this run does not touch stay in the file as they were."""
+        out = {**kept, "backend": keras.backend.backend(), "epochs": args.epochs, "warmup": args.warmup,
+               "iwae_samples": args.iwae_samples, "overrides": args.set, "seeds": seeds,
+               "complete": final, "results": {**kept.get("results", {}), **results}}
+        out.setdefault("machine", cpu_name())
         atomic.write_text(Path(args.out), json.dumps(out, indent=2))
 
     for key in keys:
@@ -168,7 +172,8 @@ def main():
             print(f"== {key}" + (f" seed {seed}" if seed is not None else ""), flush=True)
             extra = [*args.set, *([f"seed={seed}"] if seed is not None else [])]
             runs.append(bench_prior(key, args.epochs, args.warmup, args.iwae_samples, args.iwae_images, extra,
-                                    args.timing_only) | {"seed": seed})
+                                    args.timing_only) | {"seed": seed, "machine": cpu_name(),
+                                                       "intra_op_threads": os.environ.get("TF_NUM_INTRAOP_THREADS")})
             print(json.dumps({k: v for k, v in runs[-1].items() if not isinstance(v, list)}), flush=True)
             if seeds:
                 results[key] = summarise(runs) | {"seeds": seeds[:len(runs)]}

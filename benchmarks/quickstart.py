@@ -10,7 +10,6 @@ run's metrics.json. The backends alternate within each rep so they share the mac
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -21,14 +20,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from machine import cpu_name  # noqa: E402  (benchmarks/ is sys.path[0] when run as a script)
 from zoo import atomic  # noqa: E402
 
 
-def cpu_name():
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 def one_run(backend):

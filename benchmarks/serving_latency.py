@@ -15,7 +15,6 @@ recorded, since its CPU is shared.
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -26,6 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from machine import cpu_name  # noqa: E402  (benchmarks/ is sys.path[0] when run as a script)
 from zoo import atomic  # noqa: E402
 
 TIMER = textwrap.dedent("""
@@ -74,14 +74,6 @@ def measure(export_dir, batches, repeats, workdir):
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def cpu_model():
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def main(argv=None):
@@ -95,7 +87,7 @@ def main(argv=None):
     batches = [int(b) for b in args.batches.split(",")]
     import tensorflow as tf
 
-    report = {"cpu": cpu_model(), "cpu_count": os.cpu_count(), "tensorflow": tf.__version__,
+    report = {"cpu": cpu_name(), "cpu_count": os.cpu_count(), "tensorflow": tf.__version__,
               "load_average_before": os.getloadavg(), "repeats": args.repeats, "results": []}
     with tempfile.TemporaryDirectory() as workdir:
         for preset in args.presets.split(","):

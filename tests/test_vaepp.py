@@ -17,7 +17,8 @@ def vaepp_config(procedure, **options):
         "name": "vaepp-test", "seed": 3, "data": {"name": "digits"},
         "model": {"architecture": "vae", "latent_dim": 4, "hidden_units": 32,
                   "prior": {"name": "pull_back", "critic_units": 16, "normal_samples": 32,
-                            "validation_normalizer_draws": 500, "final_normalizer_draws": 500}},
+                            "validation_normalizer_draws": 500, "final_normalizer_draws": 500,
+                            "sampler_start": "sir"}},  # the latent GAN's phase: tests/test_latent_gan.py
         "train": {"procedure": {"name": procedure, **options}, "epochs": 2, "batch_size": 100,
                   "learning_rate": 5e-3, "gradient_normalization": False, "warmup_epochs": 0,
                   "early_stopping_patience": 0, "eval_batch_size": 250, "verbose": "0", "steps_per_execution": 1},

@@ -67,7 +67,7 @@ def train(config, run_dir, resume=False, run_evaluation=True, extra_callbacks=()
     import keras  # here, not at the top: the CLI checks its input before this import
 
     from evaluation import density
-    from training import callbacks as cb, checkpoints, config as config_lib, data as data_lib, run_lock
+    from training import callbacks as cb, checkpoints, config as config_lib, data as data_lib, latent_gan, run_lock
     from training.optimizers import build_optimizer
     from training.procedures import PROCEDURES, callbacks_for_prior
     from zoo import atomic
@@ -146,6 +146,8 @@ def train(config, run_dir, resume=False, run_evaluation=True, extra_callbacks=()
         finished = model.prior.finish_training(splits.train, seed=config.seed)
         if finished:
             print(f"{type(model.prior).__name__}: {finished}")
+        if model.prior.latent_gan is not None:  # the VAE is final: its encoder means are the GAN's data
+            print(latent_gan.run_phase(model, splits.train, seed=config.seed))
         checkpoints.save_weights(model, run_dir / "model.weights.h5")
         metrics = density.run(run_dir, model, splits, config) if run_evaluation else None
         return model, metrics

@@ -29,6 +29,9 @@ class Prior(keras.layers.Layer):
     needs_decoder_mean = False
     """True: the density reads the model's decoder mean G(z) (`attach_decoder`; the pull-back prior), which
     autoregressive decoders do not have (refused at config validation)."""
+    latent_gan = None
+    """(generator, critic) of a GAN on z that `training.fit` trains after the VAE on the encoder means
+    (`training.latent_gan`; the pull-back prior's `sampler_start: latent_gan`); None: no such phase."""
     normalizer_is_estimated = False
     """True: log p(z) uses a stored estimate of log Z, re-estimated by `refresh_normalizer` after the
     prior's parameters change (the pull-back prior); exact priors are normalised by construction."""

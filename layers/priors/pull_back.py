@@ -28,6 +28,7 @@ by exp(-beta D(G(z))), then run `mala_steps` MALA transitions on U(z) = beta D(G
 (`layers.mala`).
 """
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -36,6 +37,7 @@ import numpy as np
 from keras import ops
 
 from layers.distributions import LOG_2PI, log_standard_normal
+from layers.latent_gan import GENERATOR_OUTPUTS, latent_critic, latent_generator
 from layers.priors.base import PRIORS, Prior
 from layers.priors.mixture import split_seed
 from layers.registry import option
@@ -47,6 +49,30 @@ LOG_NORMALIZER_KEY = "pull_back_log_normalizer"
 also log it); without it the prior estimates it from the batch images itself."""
 CRITICS = ("mlp",)  # the code's pre-activation ResNet critics (section 1.6) are not built yet
 ESTIMATORS = ("mixture", "normal", "posterior")
+START_KINDS = ("latent_gan", "sir")
+
+
+@dataclass
+class LatentGANConfig:
+    epochs: int = option(100, minimum=1)
+    """Passes of the critic over the training set's encoder means. The official code trains the GAN in every
+    epoch after the VAE's (`warm_up_start`: 1000 on MNIST) until the run ends."""
+    batch_size: int = option(128, minimum=1)
+    """Real codes per critic step (the code's 128)."""
+    critic_steps: int = option(5, minimum=1)
+    """Critic steps per generator step (the code's 5)."""
+    learning_rate: float = option(1e-4, exclusive_minimum=0)
+    """Adam step size of both nets (beta_1 0.5, beta_2 0.999), reset at the phase start as in the code."""
+    units: int = option(40, minimum=1)
+    """Width of every hidden layer: 5 in the generator, 6 in the critic (the MNIST code's)."""
+    weight_norm: bool = True
+    """Weight-normalised dense layers, as the code's (`layers.dense.WeightNormDense`)."""
+    generator_output: str = option("code", choices=GENERATOR_OUTPUTS)
+    """code: the generator's output layer also has the leaky ReLU (the code's arg_scope quirk); linear: none."""
+    penalty_weight: float = option(2.0, minimum=0)
+    """k of the WGAN-div penalty on z-space interpolates (not multiplied by w, as in the code)."""
+    penalty_exponent: float = option(6.0, minimum=2)
+    """p of that penalty: 6 in every latent-GAN file of the code."""
 
 
 @dataclass
@@ -82,9 +108,14 @@ class PullBackConfig:
     aggregate_size: str = option("paper", choices=("paper", "code"))
     """M of the q-proposal: the real training-set size (paper), or the code's 50000 whatever the data,
     which lowers log Z by log(N / 50000) (about 0.18 nats below the true value on MNIST's 60000)."""
+    sampler_start: str = option("latent_gan", choices=START_KINDS)
+    """Where the MALA chains start: latent_gan, draws of a GAN trained on the encoder means after the VAE
+    (paper and code, section 1.9; `latent_gan` section); sir, sampling-importance-resampling of N(0, I)
+    proposals weighted by exp(-beta D(G(z))) (no extra training phase)."""
+    latent_gan: LatentGANConfig = dataclasses.field(default_factory=LatentGANConfig)
+    """The latent GAN of `sampler_start: latent_gan`, trained by `training.latent_gan` after the VAE."""
     sampler_proposals: int = option(32, minimum=1)
-    """N(0, I) proposals per sample of the SIR start of the MALA chains (the paper starts them from a latent
-    GAN, which is not built yet)."""
+    """N(0, I) proposals per sample of the SIR start (`sampler_start: sir`)."""
     mala_steps: int = option(100, minimum=0)
     """MALA transitions per sample (the official sampler runs about 1920)."""
     mala_step_size: float = option(1e-5, exclusive_minimum=0)
@@ -115,17 +146,17 @@ class PullBackPrior(Prior):
 
     needs_decoder_mean = True
     normalizer_is_estimated = True
-    # test-sized: fewer N-proposals; in 1-D a chain that mixes (step 0.05 over 40 steps) makes the SIR start's
-    # bias vanish, so the contract's KS check tests SIR + MALA as the exact sampler they converge to
+    # test-sized: fewer N-proposals, a one-epoch latent GAN; in 1-D a chain that mixes (step 0.3 over 40 steps)
+    # forgets its start (an untrained GAN's draws), so the contract's KS check tests MALA as the exact sampler
     tiny_options = {"normal_samples": 16, "normalizer_samples": 4096, "validation_normalizer_draws": 500,
                     "final_normalizer_draws": 500, "sampler_proposals": 16, "mala_steps": 40,
-                    "mala_step_size": 0.05}
+                    "mala_step_size": 0.3, "latent_gan": {"epochs": 1, "batch_size": 8, "critic_steps": 1, "units": 8}}
 
     def __init__(self, latent_dim, image_shape, num_train=None, energy_weight=10.0, critic="mlp", critic_units=64,
                  normal_samples=128, normalizer_samples=65536, normalizer_proposal="aggregate",
                  validation_normalizer_draws=5000, final_normalizer_draws=50000, training_estimator="mixture",
-                 normal_log_z_floor="code", aggregate_size="paper", sampler_proposals=32, mala_steps=100,
-                 mala_step_size=1e-5, seed=0, **kwargs):
+                 normal_log_z_floor="code", aggregate_size="paper", sampler_start="latent_gan", latent_gan=None,
+                 sampler_proposals=32, mala_steps=100, mala_step_size=1e-5, seed=0, **kwargs):
         super().__init__(latent_dim, **kwargs)
         self.image_shape = tuple(image_shape)
         self.num_train = None if num_train is None else int(num_train)
@@ -140,6 +171,8 @@ class PullBackPrior(Prior):
         self.training_estimator = training_estimator
         self.normal_log_z_floor = normal_log_z_floor
         self.aggregate_size = aggregate_size
+        self.sampler_start = sampler_start
+        self.latent_gan_options = {**dataclasses.asdict(LatentGANConfig()), **(latent_gan or {})}
         self.sampler_proposals = int(sampler_proposals)
         self.mala_steps = int(mala_steps)
         self.mala_step_size = float(mala_step_size)
@@ -147,15 +180,33 @@ class PullBackPrior(Prior):
         self._decode_mean = None
         self.seed_generator = keras.random.SeedGenerator(seed + 7919)
         self.critic = mlp_critic(self.critic_units, name="critic")
+        if sampler_start == "latent_gan":
+            gan = self.latent_gan_options
+            self.gan_generator = latent_generator(latent_dim, gan["units"], weight_norm=gan["weight_norm"],
+                                                  output=gan["generator_output"])
+            self.gan_critic = latent_critic(gan["units"], weight_norm=gan["weight_norm"])
+            for net in self.latent_gan:  # frozen in the VAE's steps; `training.latent_gan` unfreezes them
+                net.trainable = False
 
     def build(self, input_shape=None):
         self.critic.build((None, *self.image_shape))
+        if self.latent_gan is not None:
+            for net in self.latent_gan:
+                net.build((None, self.latent_dim))
         self.xi = self.add_weight(name="xi", shape=(), initializer="zeros")
         self.log_z = self.add_weight(name="log_z", shape=(), initializer="zeros", trainable=False)
         self.log_z_stderr = self.add_weight(name="log_z_stderr", shape=(), initializer="zeros", trainable=False)
         self.built = True
 
     # --- the parts -------------------------------------------------------------------------------------
+    @property
+    def latent_gan(self):
+        """(generator, critic) of the latent GAN, trained after the VAE by `training.latent_gan`; None with
+        `sampler_start: sir`."""
+        if self.sampler_start != "latent_gan":
+            return None
+        return self.gan_generator, self.gan_critic
+
     def attach_decoder(self, decode_mean):
         """Give the prior G, the model's `z -> E[x | z]` (a plain reference: the model owns the weights)."""
         self._decode_mean = decode_mean
@@ -333,10 +384,17 @@ class PullBackPrior(Prior):
         rows = ops.arange(num_samples) * m + ops.cast(index, "int32")
         return ops.take(proposals, rows, axis=0)
 
+    def latent_gan_start(self, num_samples, seed):
+        """z0 = G_w(n), n ~ N(0, I): the latent GAN's draws ("GAN-VAEPP" when decoded without MALA)."""
+        generator, _ = self.latent_gan
+        return generator(keras.random.normal((num_samples, self.latent_dim), seed=seed))
+
     def start(self, num_samples, seed):
-        """The chains' starting points: SIR draws (N(0, I) itself when w = 0)."""
+        """The chains' starting points: the latent GAN's or SIR draws (N(0, I) itself when w = 0)."""
         if self.energy_weight == 0.0:
             return keras.random.normal((num_samples, self.latent_dim), seed=seed)
+        if self.sampler_start == "latent_gan":
+            return self.latent_gan_start(num_samples, seed)
         return self.sir_start(num_samples, seed)
 
     def sample_chain(self, num_samples, seed=None, mala_steps=None):
@@ -363,6 +421,7 @@ class PullBackPrior(Prior):
                 "validation_normalizer_draws": self.validation_normalizer_draws,
                 "final_normalizer_draws": self.final_normalizer_draws, "training_estimator": self.training_estimator,
                 "normal_log_z_floor": self.normal_log_z_floor, "aggregate_size": self.aggregate_size,
+                "sampler_start": self.sampler_start, "latent_gan": dict(self.latent_gan_options),
                 "sampler_proposals": self.sampler_proposals, "mala_steps": self.mala_steps,
                 "mala_step_size": self.mala_step_size, "seed": self.seed}
 

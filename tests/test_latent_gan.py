@@ -1,0 +1,127 @@
+"""VAEPP's latent GAN (training.latent_gan, layers.latent_gan) under the active backend: weight-normalised
+layers keep their column norms at the scale g whatever the direction's length; the phase, as `fit` runs it,
+learns a known Gaussian of codes (Frechet distance from over 3 to under 0.3), takes `critic_steps` critic steps per generator step, reruns to the same
+weights from the same seed, and ends in a model whose sampler starts from the trained generator."""
+
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+from layers.dense import WeightNormDense
+from layers.priors import PRIORS
+from tests.helpers import _np, _t
+from training import config as config_lib, fit, latent_gan
+
+TARGET_MEAN = np.array([2.0, -1.0])
+TARGET_STD = 0.5
+EPOCHS = 30  # WGAN training oscillates: after ~20 epochs the distance stays below 0.16 on TF and JAX
+
+
+def test_weight_norm_kernel_has_column_norms_g_and_ignores_the_direction_length():
+    layer = WeightNormDense(3)
+    layer.build((None, 4))
+    layer.scale.assign(np.array([0.5, 2.0, 3.0], "float32"))
+    x = _t(np.random.default_rng(0).normal(size=(5, 4)))
+    before = _np(layer(x))
+    np.testing.assert_allclose(np.linalg.norm(_np(layer.kernel()), axis=0), [0.5, 2.0, 3.0], rtol=1e-5)
+    layer.direction.assign(layer.direction * 7.0)
+    np.testing.assert_allclose(_np(layer(x)), before, rtol=1e-5, atol=1e-6)
+
+
+def code_prior(**gan):
+    """A pull-back prior whose 'encoder' is the identity on 2-D codes, so its GAN's data are the codes; its
+    initial weights are the same on every call (as `fit` seeds them)."""
+    keras.utils.set_random_seed(0)
+    options = {"epochs": 1, "batch_size": 64, "critic_steps": 3, "units": 16, "learning_rate": 1e-3,
+               "generator_output": "linear", **gan}
+    prior = PRIORS.build(PRIORS.options("pull_back", latent_gan=options), latent_dim=2, image_shape=(2, 1, 1),
+                         num_train=1, seed=0, name="prior")
+    prior.attach_encoder(lambda x: (ops.reshape(x, (-1, 2)), ops.zeros_like(ops.reshape(x, (-1, 2)))))
+    prior.build((None, 2))
+    return prior
+
+
+def gaussian_codes(n=3840, seed=0):
+    rng = np.random.default_rng(seed)
+    return (rng.normal(size=(n, 2)) * TARGET_STD + TARGET_MEAN).astype("float32")
+
+
+def generated(prior, n=4000):
+    return _np(prior.latent_gan_start(n, seed=5))
+
+
+def frechet_to_target(z):
+    """Frechet distance between the Gaussian fitted to z and N(TARGET_MEAN, TARGET_STD^2 I) (2-D, closed form)."""
+    mean, cov = z.mean(axis=0), np.cov(z, rowvar=False)
+    eig = np.linalg.eigvalsh(cov)
+    return float(np.sum((mean - TARGET_MEAN) ** 2) + np.trace(cov) + 2 * TARGET_STD ** 2
+                 - 2 * TARGET_STD * np.sum(np.sqrt(np.clip(eig, 0, None))))
+
+
+def test_phase_learns_a_gaussian_of_codes_with_critic_steps_per_generator_step():
+    """The generator starts near 0 and ends at the codes' mean and spread (WGAN-div in z-space, Adam 5e-4)."""
+    prior = code_prior(epochs=EPOCHS, critic_steps=5, learning_rate=5e-4)
+    start = frechet_to_target(generated(prior))
+    trainer, logs = latent_gan.train(prior, gaussian_codes(), seed=1)
+    end = frechet_to_target(generated(prior))
+    assert start > 3.0 and end < 0.3, (start, end)
+    assert all(np.isfinite(v) for v in logs.values()) and set(logs) == set(latent_gan.LOG_NAMES)
+    generator_steps = EPOCHS * (3840 // (5 * 64))
+    assert int(_np(trainer.generator_optimizer.iterations)) == generator_steps
+    assert int(_np(trainer.critic_optimizer.iterations)) == 5 * generator_steps
+
+
+def test_phase_is_deterministic_per_seed():
+    weights = []
+    for seed in (4, 4, 5):
+        prior = code_prior(critic_steps=1)
+        latent_gan.train(prior, gaussian_codes(640), seed=seed)
+        weights.append(np.concatenate([_np(w).ravel() for w in prior.gan_generator.weights]))
+    np.testing.assert_array_equal(weights[0], weights[1])
+    assert not np.allclose(weights[0], weights[2])
+
+
+def test_phase_needs_one_full_step_of_codes():
+    prior = code_prior(batch_size=64, critic_steps=3)
+    with pytest.raises(ValueError, match=r"critic_steps x batch_size = 192 .* 100 images; lower model.prior.latent_gan.batch_size"):
+        latent_gan.train(prior, gaussian_codes(100), seed=0)
+
+
+class GeneratorAtVAEEnd(keras.callbacks.Callback):
+    """The generator's weights when the VAE's `model.fit` begins and ends (before the GAN phase)."""
+
+    def snapshot(self):
+        return [_np(w) for w in self.model.prior.gan_generator.weights]
+
+    def on_train_begin(self, logs=None):
+        self.begin = self.snapshot()
+
+    def on_train_end(self, logs=None):
+        self.end = self.snapshot()
+
+
+def test_fit_trains_the_gan_after_the_vae_only_and_saves_it(tmp_path):
+    """The VAE's steps leave the GAN's nets alone (frozen, outside its optimizer and L2); the phase after
+    them moves the generator; the saved weights hold the trained GAN, so a reloaded model samples alike."""
+    config = config_lib.from_dict({
+        "name": "latent-gan-test", "seed": 2, "data": {"name": "digits"},
+        "model": {"architecture": "vae", "latent_dim": 3, "hidden_units": 16,
+                  "prior": {"name": "pull_back", "critic_units": 8, "normal_samples": 16, "mala_steps": 3,
+                            "validation_normalizer_draws": 200, "final_normalizer_draws": 200,
+                            "latent_gan": {"epochs": 2, "batch_size": 64, "critic_steps": 2, "units": 8}}},
+        "train": {"procedure": {"name": "vaepp"}, "epochs": 1, "batch_size": 100, "warmup_epochs": 0,
+                  "early_stopping_patience": 0, "eval_batch_size": 250, "verbose": "0"},
+    })
+    watch = GeneratorAtVAEEnd()
+    model, _ = fit.train(config, tmp_path, run_evaluation=False, extra_callbacks=[watch])
+    for begin, end in zip(watch.begin, watch.end):
+        np.testing.assert_array_equal(begin, end)
+    after = [_np(w) for w in model.prior.gan_generator.weights]
+    assert any(not np.allclose(a, e) for a, e in zip(after, watch.end))
+    assert not model.prior.gan_generator.trainable_variables  # frozen again for any later training
+    from training.checkpoints import load_run_model
+
+    reloaded = load_run_model(tmp_path)
+    np.testing.assert_allclose(_np(reloaded.prior.sample(16, seed=7)), _np(model.prior.sample(16, seed=7)),
+                               rtol=1e-5, atol=1e-6)
