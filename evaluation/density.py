@@ -33,6 +33,24 @@ def elbo_metrics(model, images, batch_size):
             "kl": float(np.mean(kl))}
 
 
+def standard_prior_twin(model):
+    """The model's encoder, decoder and likelihood (its weights) under the N(0, I) prior: the NLL beside the
+    learned prior's shows what the prior adds (VAEPP's `test_nll` beside its `adv_test_nll`)."""
+    from layers.priors import PRIORS
+
+    prior = PRIORS.build(PRIORS.options("standard_normal"), latent_dim=model.prior.latent_dim, name="prior")
+    config = {**model.get_config(), "prior": keras.saving.serialize_keras_object(prior)}
+    twin = type(model).from_config(config)
+    def networks(m):  # in creation order (auto-named sublayers get other names in the twin)
+        return [v for v in m.weights if not v.path.startswith("prior/")]
+
+    for mine, theirs in zip(networks(twin), networks(model), strict=True):
+        if tuple(mine.shape) != tuple(theirs.shape):
+            raise RuntimeError(f"standard-prior twin: weight {mine.path} {mine.shape} != {theirs.path} {theirs.shape}")
+        mine.assign(theirs)
+    return twin
+
+
 def evaluate(model, images, evaluate_config, batch_size=500, verbose=True):
     """All density metrics of one split as a JSON-able dict."""
     if evaluate_config.max_examples is not None:
@@ -50,6 +68,10 @@ def evaluate(model, images, evaluate_config, batch_size=500, verbose=True):
     if model.prior.normalizer_is_estimated:  # the NLL is as good as the frozen log Z it used
         metrics["log_normalizer"] = float(ops.convert_to_numpy(model.prior.log_z))
         metrics["log_normalizer_standard_error"] = float(ops.convert_to_numpy(model.prior.log_z_stderr))
+    if model.prior.reports_standard_normal_nll:
+        twin_ll = standard_prior_twin(model).log_likelihood(images, evaluate_config.num_samples,
+                                                            evaluate_config.max_batch)
+        metrics["nll_standard_normal_prior"] = float(-np.mean(twin_ll))
     likelihood = model.likelihood
     offset = likelihood.log_normalizer_offset()
     dims = likelihood.event_size

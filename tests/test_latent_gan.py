@@ -66,6 +66,10 @@ def test_phase_learns_a_gaussian_of_codes_with_critic_steps_per_generator_step()
     trainer, logs = latent_gan.train(prior, gaussian_codes(), seed=1)
     end = frechet_to_target(generated(prior))
     assert start > 3.0 and end < 0.3, (start, end)
+    gan_vaepp, acceptance = prior.sample_chain(4000, seed=8, mala_steps=0)  # the paper's GAN-VAEPP row
+    assert frechet_to_target(_np(gan_vaepp)) < 0.3 and float(_np(acceptance)) == 1.0
+    plain = _np(prior.sample_chain(4000, seed=8, mala_steps=0, start="normal")[0])  # N(0, I) decoding
+    assert abs(plain.mean()) < 0.1 and abs(plain.std() - 1.0) < 0.1
     assert all(np.isfinite(v) for v in logs.values()) and set(logs) == set(latent_gan.LOG_NAMES)
     generator_steps = EPOCHS * (3840 // (5 * 64))
     assert int(_np(trainer.generator_optimizer.iterations)) == generator_steps
@@ -80,6 +84,17 @@ def test_phase_is_deterministic_per_seed():
         weights.append(np.concatenate([_np(w).ravel() for w in prior.gan_generator.weights]))
     np.testing.assert_array_equal(weights[0], weights[1])
     assert not np.allclose(weights[0], weights[2])
+
+
+def test_sampler_start_errors_name_the_choices():
+    prior = code_prior()
+    with pytest.raises(ValueError, match="sampler start 'gan': choose one of latent_gan, sir, normal"):
+        prior.start(4, seed=0, kind="gan")
+    sir_only = PRIORS.build(PRIORS.options("pull_back", sampler_start="sir"), latent_dim=2, image_shape=(2, 1, 1),
+                            num_train=1, seed=0, name="prior")
+    assert sir_only.latent_gan is None
+    with pytest.raises(ValueError, match="has no latent GAN"):
+        sir_only.start(4, seed=0, kind="latent_gan")
 
 
 def test_phase_needs_one_full_step_of_codes():

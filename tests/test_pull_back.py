@@ -161,3 +161,26 @@ def test_zero_energy_weight_is_the_standard_normal_model_bit_for_bit():
         a = standard.objective({"image": x}, training=training)[0]
         b = pull_back.objective({"image": x}, training=training)[0]
         assert float(_np(a)) == float(_np(b))
+
+
+def test_standard_normal_nll_is_the_same_networks_under_n01():
+    """`nll_standard_normal_prior` (the code's test_nll beside its adv_test_nll) is the IWAE estimate of a
+    standard-normal VAE with the model's encoder, decoder and likelihood weights, seed for seed."""
+    from evaluation.density import standard_prior_twin
+
+    def model(prior):
+        raw = {"model": {"architecture": "vae", "latent_dim": D, "hidden_units": 8, "prior": prior}}
+        return build_model(config_lib.from_dict(raw).model, (4, 4, 1), seed=0, num_train=10)
+
+    pull_back = model({"name": "pull_back", "sampler_start": "sir"})
+    standard = model("standard_normal")
+    for layer in ("encoder_net", "encoder_head", "decoder_net", "likelihood"):
+        weights = [w + 0.1 for w in getattr(pull_back, layer).get_weights()]  # not the initial values
+        getattr(pull_back, layer).set_weights(weights)
+        getattr(standard, layer).set_weights(weights)
+    twin = standard_prior_twin(pull_back)
+    x = (np.random.default_rng(3).random((6, 4, 4, 1)) < 0.5).astype("float32")
+    for m in (twin, standard):
+        m.seed_generator = keras.random.SeedGenerator(11)
+    np.testing.assert_allclose(_np(twin.log_likelihood(x, 50)), _np(standard.log_likelihood(x, 50)), rtol=1e-6)
+    assert twin.prior.registered_name == "standard_normal" and pull_back.prior.registered_name == "pull_back"

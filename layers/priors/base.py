@@ -29,6 +29,9 @@ class Prior(keras.layers.Layer):
     needs_decoder_mean = False
     """True: the density reads the model's decoder mean G(z) (`attach_decoder`; the pull-back prior), which
     autoregressive decoders do not have (refused at config validation)."""
+    reports_standard_normal_nll = False
+    """True: evaluation also reports `nll_standard_normal_prior`, the same encoder and decoder under N(0, I)
+    (the pull-back prior, whose paper reports both)."""
     latent_gan = None
     """(generator, critic) of a GAN on z that `training.fit` trains after the VAE on the encoder means
     (`training.latent_gan`; the pull-back prior's `sampler_start: latent_gan`); None: no such phase."""

@@ -49,7 +49,7 @@ LOG_NORMALIZER_KEY = "pull_back_log_normalizer"
 also log it); without it the prior estimates it from the batch images itself."""
 CRITICS = ("mlp",)  # the code's pre-activation ResNet critics (section 1.6) are not built yet
 ESTIMATORS = ("mixture", "normal", "posterior")
-START_KINDS = ("latent_gan", "sir")
+START_KINDS = ("latent_gan", "sir", "normal")
 
 
 @dataclass
@@ -111,7 +111,8 @@ class PullBackConfig:
     sampler_start: str = option("latent_gan", choices=START_KINDS)
     """Where the MALA chains start: latent_gan, draws of a GAN trained on the encoder means after the VAE
     (paper and code, section 1.9; `latent_gan` section); sir, sampling-importance-resampling of N(0, I)
-    proposals weighted by exp(-beta D(G(z))) (no extra training phase)."""
+    proposals weighted by exp(-beta D(G(z))) (no extra training phase); normal, N(0, I) itself (with
+    mala_steps 0: the paper's plain N(0, I) decoding, the third row of its FID comparison)."""
     latent_gan: LatentGANConfig = dataclasses.field(default_factory=LatentGANConfig)
     """The latent GAN of `sampler_start: latent_gan`, trained by `training.latent_gan` after the VAE."""
     sampler_proposals: int = option(32, minimum=1)
@@ -146,6 +147,7 @@ class PullBackPrior(Prior):
 
     needs_decoder_mean = True
     normalizer_is_estimated = True
+    reports_standard_normal_nll = True
     # test-sized: fewer N-proposals, a one-epoch latent GAN; in 1-D a chain that mixes (step 0.3 over 40 steps)
     # forgets its start (an untrained GAN's draws), so the contract's KS check tests MALA as the exact sampler
     tiny_options = {"normal_samples": 16, "normalizer_samples": 4096, "validation_normalizer_draws": 500,
@@ -389,21 +391,29 @@ class PullBackPrior(Prior):
         generator, _ = self.latent_gan
         return generator(keras.random.normal((num_samples, self.latent_dim), seed=seed))
 
-    def start(self, num_samples, seed):
-        """The chains' starting points: the latent GAN's or SIR draws (N(0, I) itself when w = 0)."""
-        if self.energy_weight == 0.0:
+    def start(self, num_samples, seed, kind=None):
+        """The chains' starting points, `kind` (default `sampler_start`): the latent GAN's, SIR or N(0, I)
+        draws (N(0, I) whenever w = 0)."""
+        kind = kind or self.sampler_start
+        if kind not in START_KINDS:
+            raise ValueError(f"sampler start {kind!r}: choose one of {', '.join(START_KINDS)}")
+        if self.energy_weight == 0.0 or kind == "normal":
             return keras.random.normal((num_samples, self.latent_dim), seed=seed)
-        if self.sampler_start == "latent_gan":
+        if kind == "latent_gan":
+            if self.latent_gan is None:
+                raise ValueError("this pull_back prior has no latent GAN (sampler_start: sir); start from sir or normal")
             return self.latent_gan_start(num_samples, seed)
         return self.sir_start(num_samples, seed)
 
-    def sample_chain(self, num_samples, seed=None, mala_steps=None):
-        """(z, MALA acceptance rate): `start` then `mala_steps` transitions (default: the configured number)."""
+    def sample_chain(self, num_samples, seed=None, mala_steps=None, start=None):
+        """(z, MALA acceptance rate): `start` then `mala_steps` transitions (defaults: the configured ones).
+        The paper's three sampling rows on one trained model: VAEPP (the defaults), GAN-VAEPP
+        (`mala_steps=0`) and N(0, I) decoding (`mala_steps=0, start="normal"`)."""
         from layers.mala import mala
 
         seed = self.seed_generator if seed is None else seed
         start_seed, chain_seed = split_seed(seed, 2)
-        z0 = self.start(num_samples, start_seed)
+        z0 = self.start(num_samples, start_seed, start)
         steps = self.mala_steps if mala_steps is None else mala_steps
         if steps == 0 or self.energy_weight == 0.0:
             return z0, ops.ones(())
