@@ -1,6 +1,6 @@
 """VAEPP's latent GAN (training.latent_gan, layers.latent_gan) under the active backend: weight-normalised
 layers keep their column norms at the scale g whatever the direction's length; the phase, as `fit` runs it,
-learns a known Gaussian of codes (Frechet distance from over 3 to under 0.3), takes `critic_steps` critic steps per generator step, reruns to the same
+learns a known Gaussian of codes (Frechet distance from over 1 to under 0.15), takes `critic_steps` critic steps per generator step, reruns to the same
 weights from the same seed, and ends in a model whose sampler starts from the trained generator."""
 
 import keras
@@ -13,9 +13,9 @@ from layers.priors import PRIORS
 from tests.helpers import _np, _t
 from training import config as config_lib, fit, latent_gan
 
-TARGET_MEAN = np.array([2.0, -1.0])
+TARGET_MEAN = np.array([1.0, -0.5])
 TARGET_STD = 0.5
-EPOCHS = 30  # WGAN training oscillates: after ~20 epochs the distance stays below 0.16 on TF and JAX
+EPOCHS = 10  # WGAN training oscillates: from epoch 7 on the distance stays below 0.05 on every backend
 
 
 def test_weight_norm_kernel_has_column_norms_g_and_ignores_the_direction_length():
@@ -60,14 +60,14 @@ def frechet_to_target(z):
 
 
 def test_phase_learns_a_gaussian_of_codes_with_critic_steps_per_generator_step():
-    """The generator starts near 0 and ends at the codes' mean and spread (WGAN-div in z-space, Adam 5e-4)."""
-    prior = code_prior(epochs=EPOCHS, critic_steps=5, learning_rate=5e-4)
+    """The generator starts near 0 and ends at the codes' mean and spread (WGAN-div in z-space, Adam 1e-3)."""
+    prior = code_prior(epochs=EPOCHS, critic_steps=5)
     start = frechet_to_target(generated(prior))
     trainer, logs = latent_gan.train(prior, gaussian_codes(), seed=1)
     end = frechet_to_target(generated(prior))
-    assert start > 3.0 and end < 0.3, (start, end)
+    assert start > 1.0 and end < 0.15, (start, end)
     gan_vaepp, acceptance = prior.sample_chain(4000, seed=8, mala_steps=0)  # the paper's GAN-VAEPP row
-    assert frechet_to_target(_np(gan_vaepp)) < 0.3 and float(_np(acceptance)) == 1.0
+    assert frechet_to_target(_np(gan_vaepp)) < 0.15 and float(_np(acceptance)) == 1.0
     plain = _np(prior.sample_chain(4000, seed=8, mala_steps=0, start="normal")[0])  # N(0, I) decoding
     assert abs(plain.mean()) < 0.1 and abs(plain.std() - 1.0) < 0.1
     assert all(np.isfinite(v) for v in logs.values()) and set(logs) == set(latent_gan.LOG_NAMES)
@@ -124,8 +124,8 @@ def test_fit_trains_the_gan_after_the_vae_only_and_saves_it(tmp_path):
         "model": {"architecture": "vae", "latent_dim": 3, "hidden_units": 16,
                   "prior": {"name": "pull_back", "critic_units": 8, "normal_samples": 16, "mala_steps": 3,
                             "validation_normalizer_draws": 200, "final_normalizer_draws": 200,
-                            "latent_gan": {"epochs": 2, "batch_size": 64, "critic_steps": 2, "units": 8}}},
-        "train": {"procedure": {"name": "vaepp"}, "epochs": 1, "batch_size": 100, "warmup_epochs": 0,
+                            "latent_gan": {"epochs": 2, "batch_size": 64, "critic_steps": 1, "units": 8}}},
+        "train": {"epochs": 1, "batch_size": 100, "warmup_epochs": 0,  # any procedure: the elbo's is cheapest
                   "early_stopping_patience": 0, "eval_batch_size": 250, "verbose": "0"},
     })
     watch = GeneratorAtVAEEnd()
