@@ -150,8 +150,6 @@ def bench_density(args):
     return {"models": results, "ratios": ratios}
 
 
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("part", choices=["sampling", "density"])

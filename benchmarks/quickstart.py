@@ -24,8 +24,6 @@ from machine import cpu_name  # noqa: E402  (benchmarks/ is sys.path[0] when run
 from zoo import atomic  # noqa: E402
 
 
-
-
 def one_run(backend):
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = Path(tmp) / "run"

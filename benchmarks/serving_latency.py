@@ -74,8 +74,6 @@ def measure(export_dir, batches, repeats, workdir):
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--presets", default="quickstart_digits,vamp_vae_mnist10k,vamp_convhvae_mnist10k")

@@ -41,6 +41,7 @@ def standard_prior_twin(model):
     prior = PRIORS.build(PRIORS.options("standard_normal"), latent_dim=model.prior.latent_dim, name="prior")
     config = {**model.get_config(), "prior": keras.saving.serialize_keras_object(prior)}
     twin = type(model).from_config(config)
+
     def networks(m):  # in creation order (auto-named sublayers get other names in the twin)
         return [v for v in m.weights if not v.path.startswith("prior/")]
 

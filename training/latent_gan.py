@@ -93,27 +93,32 @@ class LatentGANTrainer(SteppedModel):
         return self.update_trackers({**logs, **generator_logs})
 
 
-def encoder_means(prior, images, batch_size=500):
-    """mu(e) of the prior's encoder for every training image, float32 NumPy [N, d]."""
-    images = np.asarray(images, dtype="float32")
-    parts = [ops.convert_to_numpy(prior._encode(ops.convert_to_tensor(images[i: i + batch_size]))[0])
-             for i in range(0, len(images), batch_size)]
-    return np.concatenate(parts).astype("float32")
-
-
-def train(prior, images, seed, verbose=False):
+def train(prior, images, seed):
     """Train `prior.latent_gan` on the encoder means of `images` with the prior's `latent_gan` options; returns
     (the trainer, its last epoch's logs). Raises ValueError when one step needs more codes than there are."""
     options = prior.latent_gan_options
     per_step = options["critic_steps"] * options["batch_size"]
-    codes = encoder_means(prior, images)
+    codes = prior.encoded(images)[0]
     steps = len(codes) // per_step
     if steps == 0:
         raise ValueError(f"the latent GAN's step takes critic_steps x batch_size = {per_step} codes but the training "
                          f"set has {len(codes)} images; lower model.prior.latent_gan.batch_size")
     generator, critic = prior.latent_gan
     with trainable(generator, critic):
-        return _train(generator, critic, prior, codes, steps, per_step, seed, verbose)
+        trainer = LatentGANTrainer(generator, critic, prior.latent_dim, options["critic_steps"],
+                                   options["penalty_weight"], options["penalty_exponent"], seed=seed,
+                                   name="latent_gan_trainer")
+        trainer.compile(optimizer=trainer.optimizers(options["learning_rate"]))
+        rng = np.random.default_rng(seed)
+        logs = {}
+        for epoch in range(options["epochs"]):
+            order = rng.permutation(len(codes))[: steps * per_step]
+            history = trainer.fit(codes[order], batch_size=per_step, epochs=1, shuffle=False, verbose=0)
+            logs = {k: float(v[-1]) for k, v in history.history.items()}
+            if not all(np.isfinite(v) for v in logs.values()):
+                raise FloatingPointError(f"latent GAN epoch {epoch + 1}: non-finite loss {logs}; lower "
+                                         "model.prior.latent_gan.learning_rate")
+    return trainer, logs
 
 
 @contextlib.contextmanager
@@ -128,29 +133,9 @@ def trainable(*nets):
             net.trainable = False
 
 
-def _train(generator, critic, prior, codes, steps, per_step, seed, verbose):
-    options = prior.latent_gan_options
-    trainer = LatentGANTrainer(generator, critic, prior.latent_dim, options["critic_steps"],
-                               options["penalty_weight"], options["penalty_exponent"], seed=seed,
-                               name="latent_gan_trainer")
-    trainer.compile(optimizer=trainer.optimizers(options["learning_rate"]))
-    rng = np.random.default_rng(seed)
-    logs = {}
-    for epoch in range(options["epochs"]):
-        order = rng.permutation(len(codes))[: steps * per_step]
-        history = trainer.fit(codes[order], batch_size=per_step, epochs=1, shuffle=False, verbose=0)
-        logs = {k: float(v[-1]) for k, v in history.history.items()}
-        if not all(np.isfinite(v) for v in logs.values()):
-            raise FloatingPointError(f"latent GAN epoch {epoch + 1}: non-finite loss {logs}; lower "
-                                     "model.prior.latent_gan.learning_rate")
-        if verbose:
-            print(f"latent GAN epoch {epoch + 1}/{options['epochs']}: " + ", ".join(f"{k} {v:.4f}" for k, v in logs.items()))
-    return trainer, logs
-
-
-def run_phase(model, images, seed, verbose=False):
+def run_phase(model, images, seed):
     """The phase `training.fit` runs after the VAE when the prior has a latent GAN; returns a line for the log."""
-    _, logs = train(model.prior, images, seed, verbose)
+    _, logs = train(model.prior, images, seed)
     options = model.prior.latent_gan_options
     return (f"latent GAN trained for {options['epochs']} epochs on {len(images)} encoder means: "
             + ", ".join(f"{k} {v:.4f}" for k, v in logs.items()))

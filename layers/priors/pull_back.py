@@ -332,10 +332,7 @@ class PullBackPrior(Prior):
                 eps = keras.random.normal((size, self.latent_dim), seed=int(rng.integers(2**31 - 1)))
                 terms.append(ops.convert_to_numpy(-self.tilt(eps)).astype("float64"))
         else:
-            images = np.asarray(images, dtype="float32")
-            encoded = [self._encode(ops.convert_to_tensor(images[i: i + batch_size])) for i in range(0, len(images), batch_size)]
-            means = np.concatenate([ops.convert_to_numpy(m) for m, _ in encoded]).astype("float64")
-            log_vars = np.concatenate([ops.convert_to_numpy(v) for _, v in encoded]).astype("float64")
+            means, log_vars = (a.astype("float64") for a in self.encoded(images, batch_size))
             for start, size in _chunks(num_samples, batch_size):
                 pick = rng.integers(len(images), size=size)
                 mean, log_var = ops.convert_to_tensor(means[pick], "float32"), ops.convert_to_tensor(log_vars[pick], "float32")
@@ -352,6 +349,13 @@ class PullBackPrior(Prior):
         relative = np.exp(log_w - log_mean)
         stderr = float(np.std(relative) / math.sqrt(len(log_w)))
         return float(log_mean), stderr
+
+    def encoded(self, images, batch_size=500):
+        """(means, log-variances) of q(z | e) for every image, float32 NumPy [N, d] each, in batches: the
+        q-proposal's mixture and the latent GAN's data (`training.latent_gan`)."""
+        images = np.asarray(images, dtype="float32")
+        parts = [self._encode(ops.convert_to_tensor(images[i: i + batch_size])) for i in range(0, len(images), batch_size)]
+        return tuple(np.concatenate([ops.convert_to_numpy(part[k]) for part in parts]) for k in (0, 1))
 
     def refresh_normalizer(self, seed=0):
         """Re-estimate log Z with `normalizer_samples` N-proposals after the prior's parameters changed;
