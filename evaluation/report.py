@@ -200,21 +200,34 @@ def run_fid(ctx):
 
     extractor, info = feature_extractor(ctx)
     count, seed = ctx.options.fid_samples, ctx.options.seed
-    generated = []
-    for i, start in enumerate(range(0, count, 1000)):
-        size = min(1000, count - start)
-        z = keras.ops.convert_to_numpy(ctx.model.prior.sample(size, seed=derive_seed(seed, "fid", i)))
-        generated.append(ctx.fns.decode(z))
-    generated = np.concatenate(generated)
+
+    def generate(draw):
+        """Decoded images of `count` latents from `draw(n, seed) -> (z, acceptance or None)`, in chunks."""
+        images, rates = [], []
+        for i, start in enumerate(range(0, count, 1000)):
+            z, rate = draw(min(1000, count - start), derive_seed(seed, "fid", i))
+            images.append(ctx.fns.decode(keras.ops.convert_to_numpy(z)))
+            rates.append(rate)
+        return np.concatenate(images), rates
+
+    generated, _ = generate(lambda n, s: (ctx.model.prior.sample(n, seed=s), None))
     if ctx.verbose:
         print(f"Frechet distance: features of {len(generated)} samples and {len(ctx.data.test)} test images")
     real = extractor(ctx.data.test)
     value = frechet.frechet_distance_of(extractor(generated), real)
+    modes = {}
+    for name, draw in ctx.model.prior.sampling_modes().items():  # the same seeds for every mode
+        images, rates = generate(draw)
+        modes[name] = {"value": frechet.frechet_distance_of(extractor(images), real)}
+        if rates[0] is not None:
+            modes[name]["mala_acceptance_rate"] = float(np.mean([float(keras.ops.convert_to_numpy(r)) for r in rates]))
     chosen = subset(len(ctx.data.train), count, derive_seed(seed, "fid_train"))
     floor = frechet.frechet_distance_of(extractor(ctx.data.train[chosen]), real)
     out = {"value": value, "feature_extractor": extractor.name, "features": extractor.kind,
            "num_generated": int(len(generated)), "real": f"test split ({len(ctx.data.test)} images)",
            "train_vs_test": floor, "train_vs_test_images": int(len(chosen))}
+    if modes:
+        out["sampling_modes"] = modes
     if info is not None:
         out["classifier"] = {k: info[k] for k in ("key", "source", "weights", "test_accuracy", "train_images", "recipe")}
     return out
@@ -310,6 +323,10 @@ def summary_rows(results):
         f = results["fid"]
         rows.append((f"Frechet distance, {f['num_generated']} samples vs {f['real']}; features: {f['feature_extractor']}",
                      f"{f['value']:.3f} (training images vs test: {f['train_vs_test']:.3f})"))
+        for name, mode in f.get("sampling_modes", {}).items():
+            rate = mode.get("mala_acceptance_rate")
+            rows.append((f"Frechet distance, sampling mode {name}",
+                         f"{mode['value']:.3f}" + ("" if rate is None else f" (MALA acceptance {rate:.3f})")))
     if "curves" in results and "best_val_loss" in results["curves"]:
         c = results["curves"]
         rows.append(("best validation loss (epoch of epochs)", f"{c['best_val_loss']:.3f} ({c['best_epoch']} of {c['epochs']})"))

@@ -136,6 +136,16 @@ def test_train_dataset_binarises_per_batch(digits):
     assert not np.array_equal(out[0]["image"][0], second["image"][row])
 
 
+def test_keep_grey_adds_the_greyscale_batch_the_binary_one_was_drawn_from(digits):
+    """keep_grey (VAEPP's q(z | e) trick) adds the batch's intensities and leaves the draws unchanged."""
+    plain = batches(train_dataset(digits, batch_size=100, seed=0, epochs=1))[:3]
+    kept = batches(train_dataset(digits, batch_size=100, seed=0, epochs=1, keep_grey=True))[:3]
+    assert "grey" not in plain[0]
+    for a, b in zip(plain, kept):
+        np.testing.assert_array_equal(a["image"], b["image"])
+        np.testing.assert_array_equal(b["grey"], digits.train[b["index"]])
+
+
 def test_binarisation_noise_differs_per_epoch_and_step():
     """With every pixel at 0.5 the batch depends only on the noise, so equal noise would show."""
     half = np.full((40, 6, 5, 1), 0.5, np.float32)
@@ -351,16 +361,17 @@ def test_npz_missing_file_and_keys(tmp_path):
 @pytest.mark.parametrize(
     "name, shape, labelled",
     [("mnist", (28, 28, 1), True), ("omniglot", (28, 28, 1), True), ("cifar10", (32, 32, 3), True), ("celeb_a", (64, 64, 3), False),
-     ("svhn", (32, 32, 1), True)],
+     ("svhn", (32, 32, 1), True), ("static_mnist", (28, 28, 1), False)],
 )
 def test_tfds_loading_under_mock_data(name, shape, labelled):
     import tensorflow_datasets as tfds
 
-    validation_size = None if name == "celeb_a" else 4
+    own_validation = name in ("celeb_a", "static_mnist")
+    validation_size = None if own_validation else 4
     # mock_data fakes the records but not the "is prepared" check, so say the data is there.
     with tfds.testing.mock_data(num_examples=12), mock.patch.object(tfds.core.DatasetBuilder, "is_prepared", lambda self: True):
         s = load_splits(DataConfig(name=name, validation_size=validation_size))
-    expected = (12, 12, 12) if name == "celeb_a" else (8, 4, 12)
+    expected = (12, 12, 12) if own_validation else (8, 4, 12)
     assert (len(s.train), len(s.validation), len(s.test)) == expected
     assert s.image_shape == shape and s.train.shape[1:] == shape
     assert 0 <= s.train.min() and s.train.max() <= 1 and set(np.unique(s.test)) <= {0.0, 1.0}

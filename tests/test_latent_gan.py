@@ -1,7 +1,8 @@
 """VAEPP's latent GAN (training.latent_gan, layers.latent_gan) under the active backend: weight-normalised
 layers keep their column norms at the scale g whatever the direction's length; the phase, as `fit` runs it,
 learns a known Gaussian of codes (Frechet distance from over 1 to under 0.15), takes `critic_steps` critic steps per generator step, reruns to the same
-weights from the same seed, and ends in a model whose sampler starts from the trained generator."""
+weights from the same seed. The phase inside `fit` (the VAE's steps leave the GAN alone, a reloaded run samples
+alike) is checked on tests/test_vaepp.py's VAEPP run."""
 
 import keras
 import numpy as np
@@ -11,7 +12,7 @@ from keras import ops
 from layers.dense import WeightNormDense
 from layers.priors import PRIORS
 from tests.helpers import _np, _t
-from training import config as config_lib, fit, latent_gan
+from training import latent_gan
 
 TARGET_MEAN = np.array([1.0, -0.5])
 TARGET_STD = 0.5
@@ -101,42 +102,3 @@ def test_phase_needs_one_full_step_of_codes():
     prior = code_prior(batch_size=64, critic_steps=3)
     with pytest.raises(ValueError, match=r"critic_steps x batch_size = 192 .* 100 images; lower model.prior.latent_gan.batch_size"):
         latent_gan.train(prior, gaussian_codes(100), seed=0)
-
-
-class GeneratorAtVAEEnd(keras.callbacks.Callback):
-    """The generator's weights when the VAE's `model.fit` begins and ends (before the GAN phase)."""
-
-    def snapshot(self):
-        return [_np(w) for w in self.model.prior.gan_generator.weights]
-
-    def on_train_begin(self, logs=None):
-        self.begin = self.snapshot()
-
-    def on_train_end(self, logs=None):
-        self.end = self.snapshot()
-
-
-def test_fit_trains_the_gan_after_the_vae_only_and_saves_it(tmp_path):
-    """The VAE's steps leave the GAN's nets alone (frozen, outside its optimizer and L2); the phase after
-    them moves the generator; the saved weights hold the trained GAN, so a reloaded model samples alike."""
-    config = config_lib.from_dict({
-        "name": "latent-gan-test", "seed": 2, "data": {"name": "digits"},
-        "model": {"architecture": "vae", "latent_dim": 3, "hidden_units": 16,
-                  "prior": {"name": "pull_back", "critic_units": 8, "normal_samples": 16, "mala_steps": 3,
-                            "validation_normalizer_draws": 200, "final_normalizer_draws": 200,
-                            "latent_gan": {"epochs": 2, "batch_size": 64, "critic_steps": 1, "units": 8}}},
-        "train": {"epochs": 1, "batch_size": 100, "warmup_epochs": 0,  # any procedure: the elbo's is cheapest
-                  "early_stopping_patience": 0, "eval_batch_size": 250, "verbose": "0"},
-    })
-    watch = GeneratorAtVAEEnd()
-    model, _ = fit.train(config, tmp_path, run_evaluation=False, extra_callbacks=[watch])
-    for begin, end in zip(watch.begin, watch.end):
-        np.testing.assert_array_equal(begin, end)
-    after = [_np(w) for w in model.prior.gan_generator.weights]
-    assert any(not np.allclose(a, e) for a, e in zip(after, watch.end))
-    assert not model.prior.gan_generator.trainable_variables  # frozen again for any later training
-    from training.checkpoints import load_run_model
-
-    reloaded = load_run_model(tmp_path)
-    np.testing.assert_allclose(_np(reloaded.prior.sample(16, seed=7)), _np(model.prior.sample(16, seed=7)),
-                               rtol=1e-5, atol=1e-6)

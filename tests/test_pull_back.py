@@ -26,9 +26,10 @@ A = np.array([0.6, -0.3])
 B = 0.25
 
 
-def linear_prior(energy_weight=2.0, num_train=1, aggregate_size="paper", xi=0.4):
+def linear_prior(energy_weight=2.0, num_train=1, aggregate_size="paper", xi=0.4, **options):
     """A pull-back prior whose critic is linear, D(x) = a . x + b, on G(z) = z (images of shape (d, 1, 1))."""
-    prior = PRIORS.build(PRIORS.options("pull_back", energy_weight=energy_weight, aggregate_size=aggregate_size),
+    prior = PRIORS.build(PRIORS.options("pull_back", energy_weight=energy_weight, aggregate_size=aggregate_size,
+                                        **options),
                          latent_dim=D, image_shape=(D, 1, 1), num_train=num_train, seed=0, name="prior")
     prior.critic = keras.Sequential([keras.layers.Flatten(), keras.layers.Dense(1)], name="critic")
     prior.attach_decoder(lambda z: ops.reshape(z, (-1, D, 1, 1)))
@@ -60,17 +61,37 @@ def test_normal_proposal_recovers_the_closed_form_partition_function():
     assert abs(ratio - 1.0) < 4.0 * stderr, (ratio, stderr)
 
 
+def box_log_z(prior, low, high):
+    """log of the integral of N(z) exp(-beta (a . z + b)) over the box [low, high]: completing the square,
+    exp(beta^2 |a|^2 / 2 - beta b) prod_d [Phi(high_d + beta a_d) - Phi(low_d + beta a_d)]."""
+    from scipy.stats import norm
+
+    beta = float(_np(prior.beta()))
+    mass = np.prod(norm.cdf(high + beta * A) - norm.cdf(low + beta * A))
+    return exact_log_z(prior) + math.log(mass)
+
+
 @pytest.mark.parametrize("proposal", ["aggregate", "code"])
-@pytest.mark.parametrize("posterior", ["gaussian"])
-def test_posterior_proposal_recovers_the_closed_form_partition_function(posterior, proposal):
+@pytest.mark.parametrize("posterior,support", [("gaussian", "full"), ("truncated_normal", "full"),
+                                               ("truncated_normal", "code")])
+def test_posterior_proposal_recovers_the_closed_form_partition_function(posterior, support, proposal):
     """One training image (M = 1) whose q(z | e) = N(m, s^2) is any proposal: Z_q = E_q[f / q] = Z (the
-    aggregate posterior of one image is q(z | e) itself, so both proposals are exact importance sampling)."""
-    prior = linear_prior(num_train=1)
+    aggregate posterior of one image is q(z | e) itself, so both proposals are exact importance sampling).
+    With a truncated model q (the family the prior takes from the model, `attach_encoder`), support full
+    proposes from the untruncated Gaussian and recovers Z; support code proposes from the truncated q, which
+    covers m +- 2 s only: its estimate is the integral over that box, in closed form too, and is below Z."""
+    prior = linear_prior(num_train=1, normalizer_support=support)
     mean, log_var = np.array([[0.3, -0.2]], "float32"), np.array([[0.2, -0.1]], "float32")
-    prior.attach_encoder(lambda x: (_t(np.repeat(mean, ops.shape(x)[0], 0)), _t(np.repeat(log_var, ops.shape(x)[0], 0))))
+    prior.attach_encoder(lambda x: (_t(np.repeat(mean, ops.shape(x)[0], 0)), _t(np.repeat(log_var, ops.shape(x)[0], 0))),
+                         posterior)
     log_z, stderr = prior.estimate_log_normalizer(np.zeros((1, D, 1, 1), "float32"), num_samples=100_000,
-                                                  batch_size=25_000, posterior=posterior, seed=5, proposal=proposal)
-    ratio = math.exp(log_z - exact_log_z(prior))
+                                                  batch_size=25_000, seed=5, proposal=proposal)
+    exact = exact_log_z(prior)
+    if support == "code" and posterior == "truncated_normal":
+        sd = np.exp(0.5 * log_var[0].astype("float64"))
+        exact = box_log_z(prior, mean[0] - 2 * sd, mean[0] + 2 * sd)
+        assert exact < exact_log_z(prior) - 0.05
+    ratio = math.exp(log_z - exact)
     assert stderr < 0.03 and abs(ratio - 1.0) < 4.0 * stderr, (ratio, stderr)
 
 
@@ -107,6 +128,14 @@ def test_aggregate_density_matches_a_direct_mixture():
     direct = [math.log(np.mean([multivariate_normal(m, np.diag(np.exp(v))).pdf(row) for m, v in zip(means, log_vars)]))
               for row in z]
     np.testing.assert_allclose(_log_gaussian_mixture(z, means, log_vars, chunk=2), direct, rtol=1e-10)
+    # truncated: each term is zero outside its +-2 sigma box and divided by the box's mass inside
+    z = means[[0, 1, 1, 3]] + np.array([1.0, -1.9, 2.1, 0.5])[:, None] * np.exp(0.5 * log_vars[[0, 1, 1, 3]])
+    mass = math.erf(2 / math.sqrt(2)) ** 3
+    direct = [math.log(np.mean([multivariate_normal(m, np.diag(np.exp(v))).pdf(row) / mass
+                                * np.all(np.abs(row - m) <= 2 * np.exp(0.5 * v)) for m, v in zip(means, log_vars)]))
+              for row in z]
+    np.testing.assert_allclose(_log_gaussian_mixture(z, means, log_vars, chunk=2, family="truncated_normal"), direct,
+                               rtol=1e-10)
 
 
 def test_training_mixture_is_the_mean_of_both_proposals_in_exp_space():
@@ -184,3 +213,25 @@ def test_standard_normal_nll_is_the_same_networks_under_n01():
         m.seed_generator = keras.random.SeedGenerator(11)
     np.testing.assert_allclose(_np(twin.log_likelihood(x, 50)), _np(standard.log_likelihood(x, 50)), rtol=1e-6)
     assert twin.prior.registered_name == "standard_normal" and pull_back.prior.registered_name == "pull_back"
+
+
+def test_sampling_modes_are_the_papers_three_rows():
+    """`sampling_modes` (the evaluation's Frechet rows): vaepp is the sampler itself (start + MALA, with its
+    acceptance rate), gan_vaepp the same chains stopped at their GAN start, normal plain N(0, I) draws."""
+    from scipy import stats
+
+    prior = linear_prior()
+    modes = prior.sampling_modes()
+    assert list(modes) == ["vaepp", "gan_vaepp", "normal"]
+    z, rate = modes["vaepp"](2000, 11)
+    np.testing.assert_allclose(_np(z), _np(prior.sample_chain(2000, 11)[0]), rtol=1e-6)
+    assert 0.0 < float(_np(rate)) <= 1.0
+    start, none = modes["gan_vaepp"](2000, 11)
+    assert none is None
+    np.testing.assert_allclose(_np(start), _np(prior.sample_chain(2000, 11, mala_steps=0)[0]), rtol=1e-6)
+    assert np.abs(_np(start) - _np(z)).max() > 1e-6  # MALA moved the chains
+    normal, _ = modes["normal"](2000, 11)
+    assert stats.kstest(_np(normal).ravel(), "norm").pvalue > 1e-3
+    sir_only = PRIORS.build(PRIORS.options("pull_back", sampler_start="sir"), latent_dim=D, image_shape=(D, 1, 1),
+                            num_train=1, seed=0, name="prior")
+    assert list(sir_only.sampling_modes()) == ["vaepp", "normal"]

@@ -32,6 +32,28 @@ class KLWarmup(keras.callbacks.Callback):
             logs["kl_weight"] = float(keras.ops.convert_to_numpy(self.model.kl_weight))
 
 
+class LearningRateHalving(keras.callbacks.Callback):
+    """The step size halves after each epoch listed (epochs counted from 1): base / 2^#{h in epochs: h < e}
+    in epoch e, a function of the epoch alone, so a resumed run continues the schedule exactly (the VAEPP
+    code's lr_anneal_epoch_freq). It sets the run's base optimizer (in the VAEPP naive procedure, the VAE's
+    Adam; the critic's keeps its rate, as the code's)."""
+
+    def __init__(self, optimizer, base_rate, epochs):
+        super().__init__()
+        self.optimizer, self.base_rate, self.epochs = optimizer, float(base_rate), sorted(epochs)
+
+    def rate(self, epoch):
+        return self.base_rate * 0.5 ** sum(h <= epoch for h in self.epochs)  # `epoch` is 0-based: e - 1
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.epochs:
+            self.optimizer.learning_rate.assign(self.rate(epoch))
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None and self.epochs:
+            logs["learning_rate"] = self.rate(epoch)
+
+
 class TrainingStoppedError(UserError):
     """A guard stopped a run whose weights went bad; the message names the checkpoint that is still healthy."""
 

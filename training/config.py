@@ -26,13 +26,15 @@ from training.procedures import PROCEDURES
 from zoo.base import ARCHITECTURES
 
 
-DATASETS = ("mnist", "fashion_mnist", "cifar10", "omniglot", "celeb_a", "svhn", "mnist10k", "digits", "idx", "npz")
+DATASETS = ("mnist", "fashion_mnist", "cifar10", "omniglot", "celeb_a", "svhn", "static_mnist", "mnist10k", "digits",
+            "idx", "npz")
 
 
 @dataclass
 class DataConfig:
     name: str = option("mnist", choices=DATASETS)
-    """mnist | fashion_mnist | cifar10 | omniglot | celeb_a | svhn (greyscale) | mnist10k | digits | idx | npz"""
+    """mnist | fashion_mnist | cifar10 | omniglot | celeb_a | svhn (greyscale) | static_mnist (TFDS binarized_mnist)
+    | mnist10k | digits | idx | npz"""
     path: str | None = None
     """Folder of IDX files (idx, mnist10k), an .npz file (npz), or a folder of TFDS manual files."""
     tfds_data_dir: str | None = None
@@ -59,6 +61,8 @@ class TrainConfig:
     """Training minibatch size (the last partial batch of an epoch is dropped)."""
     learning_rate: float = option(5e-4, exclusive_minimum=0)
     """Adam step size."""
+    learning_rate_halving_epochs: list[int] = option([], minimum=1)
+    """Halve the step size after each of these epochs (VAEPP code, MNIST: 200, 400, ..., 2000); [] keeps it."""
     gradient_normalization: bool = True
     """Scale each gradient tensor to unit L2 norm before Adam (the papers' AdamNormGrad)."""
     amsgrad: bool = False
@@ -226,6 +230,11 @@ def from_dict(raw: dict) -> RunConfig:
             f"'{config.model.architecture}' samples with; use one of {drawable}")
     if config.train.warmup_start > 1:
         raise ConfigError(f"train.warmup_start: beta starts at most at 1, got {config.train.warmup_start}")
+    greys = [k for k in ("encoder_input", "training_target") if getattr(config.model, k, "image") == "grey"]
+    if greys and config.data.preprocessing != "dynamic_binarization":
+        raise ConfigError(f"model.{greys[0]}: 'grey' reads the greyscale image each training batch is binarised "
+                          "from; set data.preprocessing=dynamic_binarization or model."
+                          f"{greys[0]}=image")
     if LIKELIHOODS[likelihood].needs_binary_data and config.data.preprocessing == "continuous":
         raise ConfigError(
             f"model.likelihood: '{likelihood}' needs binary data; set data.preprocessing=dynamic_binarization "

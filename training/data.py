@@ -28,9 +28,10 @@ from layers.errors import UserError
 from training.config import DataConfig
 
 PREPROCESSING = ("dynamic_binarization", "continuous")
-TFDS_DATASETS = ("mnist", "fashion_mnist", "cifar10", "omniglot", "celeb_a", "svhn")
-# The TFDS builder of a data.name when the two differ (svhn: the 32x32 digit crops, converted to greyscale).
-TFDS_BUILDERS = {"svhn": "svhn_cropped"}
+TFDS_DATASETS = ("mnist", "fashion_mnist", "cifar10", "omniglot", "celeb_a", "svhn", "static_mnist")
+# The TFDS builder of a data.name when the two differ (svhn: the 32x32 digit crops, converted to greyscale;
+# static_mnist: Larochelle and Murray's fixed binarisation, 50000 / 10000 / 10000, no labels).
+TFDS_BUILDERS = {"svhn": "svhn_cropped", "static_mnist": "binarized_mnist"}
 # Images held out from TFDS "train" as validation (the papers' splits); celeb_a has its own validation split.
 TFDS_VALIDATION_SIZE = {"mnist": 10_000, "fashion_mnist": 10_000, "cifar10": 10_000, "omniglot": 1_345, "svhn": 10_000}
 DEFAULT_IMAGE_SIZE = {"omniglot": (28, 28), "celeb_a": (64, 64)}
@@ -122,7 +123,7 @@ def steps_per_epoch(splits: Splits, batch_size: int) -> int:
 
 def train_dataset(
     splits: Splits, batch_size: int, seed: int, initial_epoch: int = 0, epochs: int = 1,
-    index_draws: dict[str, int] | None = None,
+    index_draws: dict[str, int] | None = None, keep_grey: bool = False,
 ) -> tf.data.Dataset:
     """Batches {"image": float32 [B,H,W,C], "index": int64 [B]} for epochs initial_epoch .. epochs-1.
 
@@ -133,6 +134,7 @@ def train_dataset(
     `index_draws` {name: count} adds int64 [count] training-set indices drawn uniformly with replacement
     under each name (the exemplar prior's candidates), seeded by fold_in(batch seed, j) for the j-th name
     in sorted order, j >= 1.
+    `keep_grey` adds "grey": the greyscale batch before its binarisation (VAEPP's q(z | e) trick).
     """
     n = len(splits.train)
     steps = n // batch_size
@@ -141,16 +143,17 @@ def train_dataset(
     binarize = splits.preprocessing == "dynamic_binarization"
     base_seed = tf.constant(seed, tf.int64)
     draws = sorted((index_draws or {}).items())
-    clash = [name for name, _ in draws if name in ("image", "index")]
+    clash = [name for name, _ in draws if name in ("image", "index", "grey")]
     if clash:
         raise ValueError(f"index_draws: {clash} would overwrite the batch's own entries; use other names")
 
     def make_batch(epoch, step, index):
         image = _gather(splits.train, index, batch_size)
         batch_seed = tf.random.experimental.stateless_fold_in(tf.stack([base_seed, epoch]), step)
+        batch = {"grey": image} if keep_grey else {}
         if binarize:
             image = tf.cast(tf.random.stateless_uniform(tf.shape(image), seed=batch_seed) < image, tf.float32)
-        batch = {"image": image, "index": index}
+        batch.update(image=image, index=index)
         for j, (name, count) in enumerate(draws, start=1):
             batch[name] = tf.random.stateless_uniform(
                 [count], seed=tf.random.experimental.stateless_fold_in(batch_seed, j), minval=0, maxval=n, dtype=tf.int64
@@ -407,8 +410,14 @@ def _rgb_to_grey_uint8(image):
     return tf.cast(tf.clip_by_value(tf.round(grey), 0.0, 255.0), tf.uint8)
 
 
+def _binary_to_255(image):
+    """0/1 pixels (an already binarised dataset) on the 0..255 scale: binarising them again changes nothing."""
+    return image * tf.constant(255, image.dtype)
+
+
 # What each TFDS dataset's images need before resizing to become the papers' images.
-TFDS_NATIVE_CONVERSIONS = {"omniglot": _omniglot_strokes, "celeb_a": _celeb_a_centre_crop, "svhn": _rgb_to_grey_uint8}
+TFDS_NATIVE_CONVERSIONS = {"omniglot": _omniglot_strokes, "celeb_a": _celeb_a_centre_crop, "svhn": _rgb_to_grey_uint8,
+                           "static_mnist": _binary_to_255}
 
 
 def _load_tfds(config: DataConfig) -> dict:
@@ -442,7 +451,7 @@ def _load_tfds(config: DataConfig) -> dict:
         labels = np.concatenate([c[1] for c in chunks]) if has_labels else None
         return images, labels
 
-    if config.name not in TFDS_VALIDATION_SIZE:  # the dataset has its own validation split (celeb_a)
+    if config.name not in TFDS_VALIDATION_SIZE:  # the dataset has its own validation split (celeb_a, static_mnist)
         if config.validation_size is not None:
             raise ValueError(f"data.validation_size: {config.name} uses its official validation split; leave it unset")
         return {split: read(split) for split in ("train", "validation", "test")}

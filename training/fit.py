@@ -91,7 +91,8 @@ def train(config, run_dir, resume=False, run_evaluation=True, extra_callbacks=()
         atomic.write_text(run_dir / "config.json", json.dumps(keras.saving.serialize_keras_object(model), indent=2) + "\n")
         jit = {"auto": "auto", "true": True, "false": False}[config.train.jit_compile]
         steps = data_lib.steps_per_epoch(splits, config.train.batch_size)
-        model.compile(optimizer=model.procedure.optimizer(model, build_optimizer(config.train)), jit_compile=jit,
+        base_optimizer = build_optimizer(config.train)
+        model.compile(optimizer=model.procedure.optimizer(model, base_optimizer), jit_compile=jit,
                       steps_per_execution=_steps_per_execution(config.train, steps))
         print(f"{config.name}: {config.model.architecture} / {config.model.prior.name} prior / "
               f"{config.model.likelihood.name} likelihood / {config.train.procedure.name} procedure "
@@ -119,6 +120,7 @@ def train(config, run_dir, resume=False, run_evaluation=True, extra_callbacks=()
             *callbacks_for_prior(model, splits, config.train),
             *model.procedure.callbacks(model, splits, config.train),
             cb.KLWarmup(0 if config.train.warmup_iterations else config.train.warmup_epochs),
+            cb.LearningRateHalving(base_optimizer, config.train.learning_rate, config.train.learning_rate_halving_epochs),
             cb.NonFiniteGuard(run_dir),
             cb.DivergenceGuard(run_dir),
             early_stopping,
@@ -131,7 +133,7 @@ def train(config, run_dir, resume=False, run_evaluation=True, extra_callbacks=()
         if initial_epoch < epochs and not (resume and early_stopping.patience and early_stopping.counter > early_stopping.patience):
             model.fit(
                 data_lib.train_dataset(splits, config.train.batch_size, config.seed, initial_epoch, epochs,
-                                       index_draws=model.prior.batch_index_draws()),
+                                       index_draws=model.prior.batch_index_draws(), keep_grey=model.reads_grey),
                 steps_per_epoch=steps,
                 epochs=epochs,
                 initial_epoch=initial_epoch,

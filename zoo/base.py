@@ -62,6 +62,8 @@ class LatentVariableModel(SteppedModel):
     """
 
     likelihood_head = "dense"  # "conv": the likelihood reads feature maps (ConvHVAE)
+    posterior = "gaussian"  # the family of q(z | x) (layers.posteriors; VAE's `posterior` option)
+    reads_grey = False  # True: training batches must carry "grey", the greyscale image before binarisation
     stochastic_layers = 1
     autoregressive = False
     tiny_options = {}
@@ -94,7 +96,7 @@ class LatentVariableModel(SteppedModel):
 
     def finish_build(self):
         """Attach the prior to the top encoder and create every weight with one dummy forward pass."""
-        self.prior.attach_encoder(self.encode)
+        self.prior.attach_encoder(self.encode, self.posterior)
         if self.prior.needs_decoder_mean:
             self.prior.attach_decoder(self.decoder_mean)
         self.prior.build((None, self.latent_dim))
@@ -158,9 +160,23 @@ class LatentVariableModel(SteppedModel):
         eps = keras.random.normal(ops.shape(mean), seed=self.seed_generator if seed is None else seed)
         return mean + ops.exp(0.5 * log_var) * eps
 
+    def training_view(self, x, batch, option):
+        """What the encoder (option "encoder_input") or the likelihood ("training_target") reads: x, or in a
+        training step with that option at grey (VAE's options), the batch's greyscale image e."""
+        if batch is None or getattr(self, option, "image") != "grey":
+            return x
+        if "grey" not in batch:
+            raise ValueError(f"{option}: grey needs training batches with a 'grey' image "
+                             "(training.data.train_dataset(..., keep_grey=True))")
+        return ops.convert_to_tensor(batch["grey"])
+
     def prior_log_prob(self, z, batch=None):
         """log p(z): the prior's training form inside a training step, its evaluation form otherwise."""
-        return self.prior.log_prob(z) if batch is None else self.prior.training_log_prob(z, batch)
+        if batch is None:
+            return self.prior.log_prob(z)
+        if "image" in batch:  # a prior that encodes the batch reads what the encoder reads
+            batch = {**batch, "image": self.training_view(batch["image"], batch, "encoder_input")}
+        return self.prior.training_log_prob(z, batch)
 
     def sample(self, num_samples, seed=None):
         """Images from the generative model: z ~ p(z), x = E[x | z]."""

@@ -43,14 +43,17 @@ class Prior(keras.layers.Layer):
         super().__init__(**kwargs)
         self.latent_dim = latent_dim
         self._encode = None
+        self.posterior_family = "gaussian"
 
-    def attach_encoder(self, encode):
-        """Give the prior the model's top encoder, `images -> (mean, log_var)`.
+    def attach_encoder(self, encode, posterior_family="gaussian"):
+        """Give the prior the model's top encoder, `images -> (mean, log_var)`, and the family of q
+        (`layers.posteriors.FAMILIES`) its draws follow.
 
         Priors built from encoded inputs (VampPrior, exemplar, pseudocoreset) need it; a plain function
         reference keeps the encoder's weights owned by the model only.
         """
         self._encode = encode
+        self.posterior_family = posterior_family
 
     def attach_decoder(self, decode_mean):
         """Give the prior the model's decoder mean `z -> E[x | z]` (priors with `needs_decoder_mean`)."""
@@ -93,6 +96,11 @@ class Prior(keras.layers.Layer):
 
     def sample(self, num_samples, seed=None):
         raise NotImplementedError("abstract: each prior defines its sampler")
+
+    def sampling_modes(self):
+        """{name: function (num_samples, seed) -> (z, MALA acceptance rate or None)}: the ways of sampling this
+        prior that the evaluation compares by Frechet distance (VAEPP's three rows); {} for one sampler."""
+        return {}
 
     def component_sample(self, index, num_samples, seed=None):
         """Samples from mixture component `index` (only for priors with components)."""

@@ -41,13 +41,14 @@ from layers.latent_gan import GENERATOR_OUTPUTS, latent_critic, latent_generator
 from layers.priors.base import PRIORS, Prior
 from layers.priors.mixture import split_seed
 from layers.registry import option
+from layers.resnet import NETWORKS as RESNET_NETWORKS, resnet_critic
 
 CODE_AGGREGATE_SIZE = 50000  # `len_train` of every MNIST / Fashion / Omniglot config of the official code
 CODE_LOG_Z_FLOOR = -20.0  # the code's max(log Z_N, -20), on its code-form value (with (d/2) log 2 pi)
 LOG_NORMALIZER_KEY = "pull_back_log_normalizer"
 """Key of a training batch that carries the step's estimate of log Z (set by the vaepp procedures, which
 also log it); without it the prior estimates it from the batch images itself."""
-CRITICS = ("mlp",)  # the code's pre-activation ResNet critics (section 1.6) are not built yet
+CRITICS = ("mlp", *(f"resnet_{network}" for network in RESNET_NETWORKS))  # resnet_*: the code's (section 1.6)
 ESTIMATORS = ("mixture", "normal", "posterior")
 START_KINDS = ("latent_gan", "sir", "normal")
 
@@ -81,10 +82,13 @@ class PullBackConfig:
     """w: beta = w sigmoid(xi) stays in (0, w) and starts at w / 2. The code uses 10 for the Bernoulli MNIST,
     static MNIST and Omniglot models, 20 for Fashion, 1000 for CIFAR-10 and CelebA. 0: the standard normal."""
     critic: str = option("mlp", choices=CRITICS)
-    """D on data space: a leaky-ReLU MLP (`critic_units` wide). The official code's pre-activation ResNet
-    critics (section 1.6) are not built yet."""
+    """D on data space: mlp, a leaky-ReLU MLP (`critic_units` wide) | resnet_mnist, resnet_cifar10,
+    resnet_celeba: the official code's pre-activation ResNet critics (section 1.6; `critic_width`)."""
     critic_units: int = option(64, minimum=1)
     """Width of the two hidden layers of the MLP critic."""
+    critic_width: float = option(1.0, exclusive_minimum=0)
+    """Channel multiplier of the ResNet critics (`layers.resnet`): max(1, round(channels * critic_width));
+    1 is the code's."""
     normal_samples: int = option(128, minimum=1)
     """eps ~ N(0, I) per training step for the N-proposal (the code's train_n_pz)."""
     normalizer_proposal: str = option("aggregate", choices=("aggregate", "code"))
@@ -92,6 +96,11 @@ class PullBackConfig:
     set: aggregate, importance sampling from the exact aggregate posterior (1/N) sum_n q(z | e_n)
     (unbiased and consistent); code, the paper's and code's bound q(z | e) / M (an upper bound on Z in
     expectation, loose by up to log M where posteriors overlap, e.g. early in training)."""
+    normalizer_support: str = option("full", choices=("full", "code"))
+    """The q of that proposal: full, the Gaussian with the encoder's mean and variance whatever the model's q
+    (its support is all of R^d, so the estimate is consistent) | code, the model's own q, as the code does: a
+    truncated q covers the union of the mean +- 2 sigma boxes only and misses the mass of f outside them
+    (biased low, so the NLL is optimistic: by tens of nats on the 40-d MLP of benchmarks/vaepp.py)."""
     validation_normalizer_draws: int = option(5000, minimum=1)
     """Draws of that estimate before every validation pass while training."""
     final_normalizer_draws: int = option(50000, minimum=1)
@@ -121,6 +130,12 @@ class PullBackConfig:
     """MALA transitions per sample (the official sampler runs about 1920)."""
     mala_step_size: float = option(1e-5, exclusive_minimum=0)
     """Fixed MALA step alpha: 1e-5 MNIST, 5e-5 CIFAR / CelebA / static MNIST / Omniglot, 5e-6 Fashion."""
+
+    def __post_init__(self):
+        given = self.latent_gan if isinstance(self.latent_gan, dict) else dataclasses.asdict(self.latent_gan)
+        if self.sampler_start != "latent_gan" and given != dataclasses.asdict(LatentGANConfig()):
+            raise ValueError(f"latent_gan: the latent GAN is trained only with sampler_start: latent_gan (here "
+                             f"{self.sampler_start}); set sampler_start: latent_gan or remove the latent_gan section")
 
 
 def _dense(units, name, activation=None):
@@ -155,7 +170,8 @@ class PullBackPrior(Prior):
                     "mala_step_size": 0.3, "latent_gan": {"epochs": 1, "batch_size": 8, "critic_steps": 1, "units": 8}}
 
     def __init__(self, latent_dim, image_shape, num_train=None, energy_weight=10.0, critic="mlp", critic_units=64,
-                 normal_samples=128, normalizer_samples=65536, normalizer_proposal="aggregate",
+                 critic_width=1.0, normal_samples=128, normalizer_samples=65536, normalizer_proposal="aggregate",
+                 normalizer_support="full",
                  validation_normalizer_draws=5000, final_normalizer_draws=50000, training_estimator="mixture",
                  normal_log_z_floor="code", aggregate_size="paper", sampler_start="latent_gan", latent_gan=None,
                  sampler_proposals=32, mala_steps=100, mala_step_size=1e-5, seed=0, **kwargs):
@@ -165,9 +181,11 @@ class PullBackPrior(Prior):
         self.energy_weight = float(energy_weight)
         self.critic_kind = critic
         self.critic_units = int(critic_units)
+        self.critic_width = float(critic_width)
         self.normal_samples = int(normal_samples)
         self.normalizer_samples = int(normalizer_samples)
         self.normalizer_proposal = normalizer_proposal
+        self.normalizer_support = normalizer_support
         self.validation_normalizer_draws = int(validation_normalizer_draws)
         self.final_normalizer_draws = int(final_normalizer_draws)
         self.training_estimator = training_estimator
@@ -181,7 +199,10 @@ class PullBackPrior(Prior):
         self.seed = seed
         self._decode_mean = None
         self.seed_generator = keras.random.SeedGenerator(seed + 7919)
-        self.critic = mlp_critic(self.critic_units, name="critic")
+        if critic == "mlp":
+            self.critic = mlp_critic(self.critic_units, name="critic")
+        else:
+            self.critic = resnet_critic(critic.removeprefix("resnet_"), self.critic_width, name="critic")
         if sampler_start == "latent_gan":
             gan = self.latent_gan_options
             self.gan_generator = latent_generator(latent_dim, gan["units"], weight_norm=gan["weight_norm"],
@@ -289,8 +310,8 @@ class PullBackPrior(Prior):
         if self.training_estimator == "normal":
             return self.training_log_normalizer()
         mean, log_var = self._encode(images)
-        z = sample_posterior(mean, log_var, seed=self.seed_generator)
-        return self.training_log_normalizer(z, log_posterior_density(z, mean, log_var))
+        z = sample_posterior(mean, log_var, self.posterior_family, seed=self.seed_generator)
+        return self.training_log_normalizer(z, log_posterior_density(z, mean, log_var, self.posterior_family))
 
     def density(self, batch=None):
         """Evaluation: log p with the stored log Z. Training: log Z-hat of the batch computed once (the step's
@@ -309,7 +330,7 @@ class PullBackPrior(Prior):
         self.log_z.assign(float(log_z))
         self.log_z_stderr.assign(float(stderr))
 
-    def estimate_log_normalizer(self, images=None, num_samples=1, batch_size=500, posterior="gaussian", seed=0,
+    def estimate_log_normalizer(self, images=None, num_samples=1, batch_size=500, posterior=None, seed=0,
                                 proposal=None):
         """(log Z, its standard error) in float64 NumPy, frozen into `log_z` by the caller.
 
@@ -325,6 +346,8 @@ class PullBackPrior(Prior):
         if self.energy_weight == 0.0:  # the standard normal: Z = 1 exactly
             return 0.0, 0.0
         proposal = proposal or self.normalizer_proposal
+        if posterior is None:  # the model's q (attach_encoder), or its untruncated Gaussian
+            posterior = self.posterior_family if self.normalizer_support == "code" else "gaussian"
         rng = np.random.default_rng(seed)
         terms = []
         if images is None:
@@ -339,7 +362,8 @@ class PullBackPrior(Prior):
                 z = sample_posterior(mean, log_var, posterior, seed=int(rng.integers(2**31 - 1)))
                 log_f = ops.convert_to_numpy(self.log_unnormalized(z)).astype("float64")
                 if proposal == "aggregate":
-                    log_r = _log_gaussian_mixture(ops.convert_to_numpy(z).astype("float64"), means, log_vars)
+                    log_r = _log_gaussian_mixture(ops.convert_to_numpy(z).astype("float64"), means, log_vars,
+                                                  family=posterior)
                 else:
                     log_r = (ops.convert_to_numpy(log_posterior_density(z, mean, log_var, posterior)).astype("float64")
                              - math.log(self.aggregate_count()))
@@ -426,12 +450,22 @@ class PullBackPrior(Prior):
     def sample(self, num_samples, seed=None):
         return self.sample_chain(num_samples, seed)[0]
 
+    def sampling_modes(self):
+        """The paper's FID rows (section 1.9): vaepp (the configured start + MALA), gan_vaepp (the latent GAN's
+        draws, no MALA; only with a latent GAN), normal (N(0, I) decoding)."""
+        modes = {"vaepp": lambda n, seed: self.sample_chain(n, seed)}
+        if self.latent_gan is not None:
+            modes["gan_vaepp"] = lambda n, seed: (self.sample_chain(n, seed, mala_steps=0, start="latent_gan")[0], None)
+        modes["normal"] = lambda n, seed: (self.sample_chain(n, seed, mala_steps=0, start="normal")[0], None)
+        return modes
+
     # --- config ---------------------------------------------------------------------------------------
     def get_config(self):
         return {**super().get_config(), "image_shape": list(self.image_shape), "num_train": self.num_train,
                 "energy_weight": self.energy_weight, "critic": self.critic_kind, "critic_units": self.critic_units,
+                "critic_width": self.critic_width,
                 "normal_samples": self.normal_samples, "normalizer_samples": self.normalizer_samples,
-                "normalizer_proposal": self.normalizer_proposal,
+                "normalizer_proposal": self.normalizer_proposal, "normalizer_support": self.normalizer_support,
                 "validation_normalizer_draws": self.validation_normalizer_draws,
                 "final_normalizer_draws": self.final_normalizer_draws, "training_estimator": self.training_estimator,
                 "normal_log_z_floor": self.normal_log_z_floor, "aggregate_size": self.aggregate_size,
@@ -440,15 +474,22 @@ class PullBackPrior(Prior):
                 "mala_step_size": self.mala_step_size, "seed": self.seed}
 
 
-def _log_gaussian_mixture(z, means, log_vars, chunk=2048):
-    """log (1/N) sum_n N(z; mean_n, diag exp(log_var_n)) per row of z [n, d] (float64, chunked over N):
-    the squared distance expanded into matrix products, so the cost is that of an [n, N] matmul."""
+def _log_gaussian_mixture(z, means, log_vars, chunk=2048, family="gaussian"):
+    """log (1/N) sum_n q(z; mean_n, diag exp(log_var_n)) per row of z [n, d] (float64, chunked over N), q a
+    Gaussian or its +-2 sigma truncation (`family`): the squared distance expanded into matrix products, so
+    the cost is that of an [n, N] matmul."""
+    from layers.posteriors import LOG_TRUNCATED_MASS, TRUNCATION
+
     inv_var = np.exp(-log_vars)
     parts = []
     for start in range(0, len(means), chunk):
         m, iv, lv = means[start: start + chunk], inv_var[start: start + chunk], log_vars[start: start + chunk]
         quad = (z ** 2) @ iv.T - 2.0 * z @ (m * iv).T + np.sum(m ** 2 * iv, axis=1)
-        parts.append(-0.5 * (quad + np.sum(lv, axis=1) + z.shape[1] * LOG_2PI))
+        log_q = -0.5 * (quad + np.sum(lv, axis=1) + z.shape[1] * LOG_2PI)
+        if family == "truncated_normal":  # zero outside every component's box, renormalised inside
+            reach = np.max(np.abs(z[:, None, :] - m[None]) * np.sqrt(iv)[None], axis=-1)
+            log_q = np.where(reach <= TRUNCATION * (1.0 + 1e-6), log_q - z.shape[1] * LOG_TRUNCATED_MASS, -np.inf)
+        parts.append(log_q)
     log_terms = np.concatenate(parts, axis=1)
     return np.logaddexp.reduce(log_terms, axis=1) - math.log(len(means))
 

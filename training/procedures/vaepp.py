@@ -77,7 +77,7 @@ class PullBackTraining(Procedure):
     def elbo_loss(self, model, data):
         """(-mean log p(x | z) + weighted KL, logs) with the training estimate of log Z in log p(z)."""
         x = data["image"]
-        log_z = model.prior.batch_log_normalizer(x)
+        log_z = model.prior.batch_log_normalizer(self.real_images(model, data))
         terms = model.elbo_terms(x, batch={**data, LOG_NORMALIZER_KEY: log_z})
         reconstruction = -ops.mean(terms["log_px"])
         kl = ops.mean(terms["kl"])
@@ -86,6 +86,10 @@ class PullBackTraining(Procedure):
         logs = {"reconstruction": reconstruction, "kl": kl, "beta": ops.stop_gradient(model.prior.beta()),
                 "log_z_train": ops.stop_gradient(log_z)}
         return reconstruction + model.kl_weight * kl, logs
+
+    def real_images(self, model, data):
+        """The critic's real data: the batch's x, or e with the q(z | e) trick (the code's critic reads e)."""
+        return model.training_view(data["image"], data, "encoder_input")
 
     def decoded_noise(self, model, batch_size):
         eps = keras.random.normal((batch_size, model.latent_dim), seed=model.prior.seed_generator)
@@ -105,7 +109,7 @@ class VAEPP(PullBackTraining):
     """Algorithm 2: one step on the VAE loss plus the weighted gradient penalty, critic included."""
 
     def train_update(self, model, data):
-        x = data["image"]
+        x = self.real_images(model, data)
         variables = model.trainable_variables  # the prior's critic and xi included
 
         def loss_fn():
@@ -134,7 +138,7 @@ class VAEPPNaive(PullBackTraining):
         return keras.optimizers.MultiOptimizer(OptimizerMap(default_optimizer=base, optimizer_map=paths))
 
     def train_update(self, model, data):
-        x = data["image"]
+        x = self.real_images(model, data)
         critic = {id(v) for v in self.critic_variables(model)}
         vae_variables = [v for v in model.trainable_variables if id(v) not in critic]
 

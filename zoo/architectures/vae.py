@@ -1,22 +1,44 @@
 """VAE with one stochastic layer and gated MLP encoder/decoder (VampPrior paper's "VAE")."""
 
+from dataclasses import dataclass
+
 import keras
 from keras import ops
 
-from layers.distributions import log_normal_diag
 from layers.gated import GatedDense
 from layers.gaussian_head import GaussianHead
+from layers.posteriors import FAMILIES, log_posterior_density, sample_posterior
+from layers.registry import option
 from zoo.base import ARCHITECTURES, LatentVariableModel, ModelConfig
 from zoo.networks import gated_mlp
 
+ENCODER_INPUTS = ("image", "grey")
+TRAINING_TARGETS = ("image", "grey")
 
-@ARCHITECTURES.register("vae", ModelConfig)
+
+@dataclass
+class VAEConfig(ModelConfig):
+    posterior: str = option("gaussian", choices=FAMILIES)
+    """q(z | x): gaussian | truncated_normal (+-2 sigma, renormalised; the VAEPP code's NLL models)."""
+    encoder_input: str = option("image", choices=ENCODER_INPUTS)
+    """What q reads in training: image (the binarised x) | grey (VAEPP's q(z | e) trick: the greyscale e the
+    batch was binarised from; dynamic_binarization only). Evaluation always encodes the test image."""
+    training_target: str = option("image", choices=TRAINING_TARGETS)
+    """Target of log p(x | z) in training: image (the binarised x, the paper) | grey (the VAEPP code's soft
+    Bernoulli target e, the expectation over the binarisation; dynamic_binarization only)."""
+
+
+@ARCHITECTURES.register("vae", VAEConfig)
 class VAE(LatentVariableModel):
     """q(z|x): 2 x GatedDense(h) -> (mean, clipped log_var); p(x|z): 2 x GatedDense(h) -> likelihood head."""
 
-    def __init__(self, image_shape, latent_dim, likelihood, prior, hidden_units=300, seed=0, num_train=None, **kwargs):
+    def __init__(self, image_shape, latent_dim, likelihood, prior, hidden_units=300, seed=0, num_train=None,
+                 posterior="gaussian", encoder_input="image", training_target="image", **kwargs):
         super().__init__(image_shape, latent_dim, likelihood, prior, hidden_units=hidden_units, seed=seed,
                          num_train=num_train, **kwargs)
+        self.posterior = posterior
+        self.encoder_input = encoder_input
+        self.training_target = training_target
         self.build_networks()
         self.finish_build()
 
@@ -33,12 +55,16 @@ class VAE(LatentVariableModel):
     def decoder_params(self, z):
         return self.likelihood(self.decoder_net(z))
 
+    @property
+    def reads_grey(self):
+        return "grey" in (self.encoder_input, self.training_target)
+
     def elbo_terms(self, x, batch=None):
         x = ops.convert_to_tensor(x)
-        mean, log_var = self.encode(x)
-        z = self.reparameterize(mean, log_var)
-        log_px = self.conditional_log_prob(x, z)
-        kl = log_normal_diag(z, mean, log_var) - self.prior_log_prob(z, batch)
+        mean, log_var = self.encode(self.training_view(x, batch, "encoder_input"))
+        z = sample_posterior(mean, log_var, self.posterior, seed=self.seed_generator)
+        log_px = self.conditional_log_prob(self.training_view(x, batch, "training_target"), z)
+        kl = log_posterior_density(z, mean, log_var, self.posterior) - self.prior_log_prob(z, batch)
         return {"log_px": log_px, "kl": kl}
 
     @property
@@ -58,13 +84,13 @@ class VAE(LatentVariableModel):
     def log_importance_weights(self, x, num_samples):
         x = ops.convert_to_tensor(x)
         mean, log_var = self.encode(x)  # the encoder runs once per image, not once per sample
-        mean, log_var = mean[:, None, :], log_var[:, None, :]
-        eps_shape = (ops.shape(x)[0], num_samples, self.latent_dim)
-        z = mean + ops.exp(0.5 * log_var) * keras.random.normal(eps_shape, seed=self.seed_generator)
+        shape = (ops.shape(x)[0], num_samples, self.latent_dim)
+        mean, log_var = ops.broadcast_to(mean[:, None, :], shape), ops.broadcast_to(log_var[:, None, :], shape)
+        z = sample_posterior(mean, log_var, self.posterior, seed=self.seed_generator)
         z_flat = ops.reshape(z, (-1, self.latent_dim))
         log_px = self.log_px_samples(x, z_flat, num_samples)
         log_pz = ops.reshape(self.prior.log_prob(z_flat), (-1, num_samples))
-        return log_px + log_pz - log_normal_diag(z, mean, log_var)
+        return log_px + log_pz - log_posterior_density(z, mean, log_var, self.posterior)
 
     def log_px_samples(self, x, z, num_samples):
         """log p(x | z_s) [B, S] for S latents per image, z [B * S, d] image-major; the decoder's parameters
