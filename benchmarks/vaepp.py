@@ -13,7 +13,8 @@ the gated MLP VAE (300 units, latent 40) and an MLP critic (300 units); `--netwo
   posterior options; no critic, no L2, no latent GAN).
 
 Reported per model, all measured in this one process:
-- `nll`: the IWAE test NLL (S = --iwae-samples) with log Z frozen by `fit` from the q-proposal over the whole
+- `nll`: the IWAE test NLL (S = --iwae-samples; the proposal reads the grey test image e with the q(z | e)
+  trick, `proposal` says which) with log Z frozen by `fit` from the q-proposal over the whole
   training set, `log_normalizer` +- its standard error, and `nll_standard_normal_prior` (the same networks
   under N(0, I): the code's test_nll beside adv_test_nll);
 - `beta`: beta = w sigmoid(xi) at the end;
@@ -110,11 +111,12 @@ def bench_model(key, args, extractor, data):
     splits = data_lib.load_splits(config.data)
     config.evaluate.num_samples = args.iwae_samples
     config.evaluate.max_examples = args.iwae_images
-    metrics = density.evaluate(model, splits.test, config.evaluate, verbose=False)
+    grey = data.test if getattr(model, "encoder_input", "image") == "grey" else None  # the test proposal q(z | e)
+    metrics = density.evaluate(model, splits.test, config.evaluate, verbose=False, encoder_images=grey)
     result = {"epoch_times": timer.times, "epoch_seconds": statistics.median(timer.times[1:] or timer.times),
               "train_seconds_with_phases": train_seconds,
               **{k: metrics[k] for k in metrics if k.startswith(("nll", "log_normalizer", "negative_elbo", "kl",
-                                                                   "reconstruction"))},
+                                                                   "reconstruction", "proposal"))},
               "num_test_images": metrics["num_examples"]}
     if hasattr(model.prior, "beta"):
         result["beta"] = float(keras.ops.convert_to_numpy(model.prior.beta()))

@@ -52,26 +52,32 @@ def standard_prior_twin(model):
     return twin
 
 
-def evaluate(model, images, evaluate_config, batch_size=500, verbose=True):
-    """All density metrics of one split as a JSON-able dict."""
+def evaluate(model, images, evaluate_config, batch_size=500, verbose=True, encoder_images=None):
+    """All density metrics of one split as a JSON-able dict. `encoder_images`: the grey images e behind
+    binarised `images`, which the IWAE proposal q(z | e) reads (VAEPP's q(z | e) trick, as its code
+    evaluates); the ELBO metrics encode `images`."""
     if evaluate_config.max_examples is not None:
         images = images[: evaluate_config.max_examples]
+        if encoder_images is not None:
+            encoder_images = encoder_images[: evaluate_config.max_examples]
     start = time.perf_counter()
     metrics = elbo_metrics(model, images, batch_size)
     progress = progress_bar(len(images), unit_name="image").add if verbose else None
-    ll = model.log_likelihood(images, evaluate_config.num_samples, evaluate_config.max_batch, progress=progress)
+    ll = model.log_likelihood(images, evaluate_config.num_samples, evaluate_config.max_batch, progress=progress,
+                              encoder_images=encoder_images)
     metrics.update({
         "nll": float(-np.mean(ll)),
         "nll_standard_error": float(np.std(ll) / math.sqrt(len(ll))),
         "num_examples": int(len(images)),
         "num_samples": int(evaluate_config.num_samples),
+        "proposal": "q(z | e), e the grey image" if encoder_images is not None else "q(z | x)",
     })
     if model.prior.normalizer_is_estimated:  # the NLL is as good as the frozen log Z it used
         metrics["log_normalizer"] = float(ops.convert_to_numpy(model.prior.log_z))
         metrics["log_normalizer_standard_error"] = float(ops.convert_to_numpy(model.prior.log_z_stderr))
     if model.prior.reports_standard_normal_nll:
         twin_ll = standard_prior_twin(model).log_likelihood(images, evaluate_config.num_samples,
-                                                            evaluate_config.max_batch)
+                                                            evaluate_config.max_batch, encoder_images=encoder_images)
         metrics["nll_standard_normal_prior"] = float(-np.mean(twin_ll))
     likelihood = model.likelihood
     offset = likelihood.log_normalizer_offset()

@@ -107,9 +107,14 @@ class Context:
 def run_nll(ctx):
     from evaluation import density
 
-    images = ctx.splits.test if ctx.config.evaluate.split == "test" else ctx.splits.validation
+    test = ctx.config.evaluate.split == "test"
+    images = ctx.splits.test if test else ctx.splits.validation
+    grey = None  # VAEPP's q(z | e) trick: the proposal reads the grey image behind each binarised one
+    if getattr(ctx.model, "encoder_input", "image") == "grey":
+        grey = ctx.data.test if test else ctx.data.validation
     out = {"split": ctx.config.evaluate.split, "backend": keras.backend.backend()}
-    out.update(density.evaluate(ctx.model, images, ctx.config.evaluate, ctx.config.train.eval_batch_size, ctx.verbose))
+    out.update(density.evaluate(ctx.model, images, ctx.config.evaluate, ctx.config.train.eval_batch_size, ctx.verbose,
+                                encoder_images=grey))
     return out
 
 

@@ -103,3 +103,26 @@ def test_grey_options_read_the_batch_greyscale_in_training_only():
         np.testing.assert_allclose(value, terms(plain, x, None)[key], rtol=1e-6)
     with pytest.raises(ValueError, match="grey"):
         grey_model.elbo_terms(_t(x), batch={"image": _t(x)})
+
+
+def test_iwae_with_the_grey_image_as_the_proposals_input_still_estimates_log_p_x():
+    """`log_likelihood(x, S, encoder_images=e)` (the test proposal q(z | e) of the q(z | e) trick) is an
+    importance sampler for the same p(x): it converges to the quadrature log p(x) like q(z | x) does, and
+    with e = x it is the plain estimate itself (the same draws)."""
+    import keras
+
+    model = tiny_vae(encoder_input="grey")
+    rng = np.random.default_rng(4)
+    e = rng.random((2, 2, 2, 1)).astype("float32")
+    x = (rng.random(e.shape) < e).astype("float32")
+    full = np.linspace(-15.0, 15.0, 60_001)
+    for i in range(len(x)):
+        log_joint = _np(model.log_joint(_t(np.repeat(x[i:i + 1], len(full), 0)), _t(full[:, None])))
+        exact = math.log(np.trapezoid(np.exp(log_joint), full))
+        np.testing.assert_allclose(model.log_likelihood(x[i:i + 1], 40_000, 40_000, encoder_images=e[i:i + 1])[0],
+                                   exact, atol=0.02)
+    runs = []
+    for encoder_images in (None, x):
+        model.seed_generator = keras.random.SeedGenerator(9)
+        runs.append(model.log_likelihood(x, 100, encoder_images=encoder_images))
+    np.testing.assert_allclose(runs[0], runs[1], rtol=1e-6)

@@ -151,3 +151,15 @@ def test_penalty_section_is_validated_with_suggestions():
     with pytest.raises(config_lib.ConfigError, match=r"train.procedure.penalty.weigth'; did you mean 'train.procedure.penalty.weight'"):
         config_lib.from_dict({"model": {"prior": {"name": "pull_back"}},
                               "train": {"procedure": {"name": "vaepp", "penalty": {"name": "wgan_gp", "weigth": 3}}}})
+
+
+def test_the_test_nll_of_the_q_e_trick_proposes_from_the_grey_test_images(naive_run):
+    """With encoder_input: grey, `training.evaluate`'s NLL uses q(z | e) on the grey test images (as the code
+    evaluates) and says so, beside the same networks under N(0, I)."""
+    from evaluation import report
+
+    model, _, splits, run_dir = naive_run
+    config = config_lib.load(run_dir / "config.yaml", ["evaluate.num_samples=10", "evaluate.max_examples=50"])
+    out = report.evaluate_run(run_dir, model, splits, config, ["nll"], verbose=False)
+    assert out["proposal"] == "q(z | e), e the grey image" and out["num_examples"] == 50
+    assert np.isfinite(out["nll"]) and np.isfinite(out["nll_standard_normal_prior"])

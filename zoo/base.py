@@ -202,19 +202,29 @@ class LatentVariableModel(SteppedModel):
         return self.reconstruct(x)
 
     # --- the importance-sampled log-likelihood (the one IWAE estimator) ----------------------------------
-    def log_likelihood_estimate(self, x, num_samples):
+    def log_likelihood_estimate(self, x, num_samples, encoder_x=None):
         """In-graph IWAE estimate log (1/S) sum_s p(x, z_s) / q(z_s | x) per image (Burda et al.; VampPrior
-        paper Eq. 19). `num_samples` may be symbolic (SavedModel signatures): S is counted from the weights."""
-        log_w = self.log_importance_weights(x, num_samples)
+        paper Eq. 19). `num_samples` may be symbolic (SavedModel signatures): S is counted from the weights.
+        `encoder_x`: the proposal q(z | e) reads these images instead of x (VAEPP's grey test images)."""
+        if encoder_x is None:
+            log_w = self.log_importance_weights(x, num_samples)
+        else:
+            log_w = self.log_importance_weights(x, num_samples, encoder_x=encoder_x)
         log_s = ops.log(ops.sum(ops.ones_like(log_w[:1]), axis=1))
         return ops.logsumexp(log_w, axis=1) - log_s
 
-    def log_likelihood(self, images, num_samples, max_batch=DEFAULT_IWAE_MAX_BATCH, progress=None):
+    def log_likelihood(self, images, num_samples, max_batch=DEFAULT_IWAE_MAX_BATCH, progress=None, encoder_images=None):
         """Per-image IWAE log p(x) (float64 NumPy) with `num_samples` samples, at most `max_batch` (image,
         sample) pairs per compiled call, merged in log space, so memory is bounded for any S.
 
-        `progress` is called with the number of images finished after each group (a progress bar)."""
-        estimate = model_function(self, "log_likelihood_estimate", self.log_likelihood_estimate, static_argnums=(1,))
+        `progress` is called with the number of images finished after each group (a progress bar).
+        `encoder_images` (one per image): the proposal's input, e.g. the grey e behind a binarised x."""
+        if encoder_images is None:
+            estimate = model_function(self, "log_likelihood_estimate", self.log_likelihood_estimate, static_argnums=(1,))
+        else:
+            encoded = model_function(self, "log_likelihood_estimate_encoded", self.log_likelihood_estimate,
+                                     static_argnums=(1,))
+            estimate = None
         sample_chunk = min(num_samples, max_batch)
         images_per_call = max(1, max_batch // num_samples)
         result = np.empty(len(images), dtype="float64")
@@ -223,7 +233,11 @@ class LatentVariableModel(SteppedModel):
             log_sum = np.full(len(x), -np.inf)
             for done in range(0, num_samples, sample_chunk):
                 s = min(sample_chunk, num_samples - done)
-                chunk = ops.convert_to_numpy(estimate(x, s)).astype("float64") + math.log(s)
+                if estimate is not None:
+                    value = estimate(x, s)
+                else:
+                    value = encoded(x, s, encoder_images[start: start + images_per_call])
+                chunk = ops.convert_to_numpy(value).astype("float64") + math.log(s)
                 log_sum = np.logaddexp(log_sum, chunk)
             result[start: start + len(x)] = log_sum - math.log(num_samples)
             if progress is not None:

@@ -22,7 +22,8 @@ class VAEConfig(ModelConfig):
     """q(z | x): gaussian | truncated_normal (+-2 sigma, renormalised; the VAEPP code's NLL models)."""
     encoder_input: str = option("image", choices=ENCODER_INPUTS)
     """What q reads in training: image (the binarised x) | grey (VAEPP's q(z | e) trick: the greyscale e the
-    batch was binarised from; dynamic_binarization only). Evaluation always encodes the test image."""
+    batch was binarised from; dynamic_binarization only). The test NLL's proposal then reads the grey test
+    image too, as the code's evaluation does."""
     training_target: str = option("image", choices=TRAINING_TARGETS)
     """Target of log p(x | z) in training: image (the binarised x, the paper) | grey (the VAEPP code's soft
     Bernoulli target e, the expectation over the binarisation; dynamic_binarization only)."""
@@ -81,9 +82,10 @@ class VAE(LatentVariableModel):
         """log p(x, z) = log p(x | z) + log p(z), one value per row of (x, z)."""
         return self.conditional_log_prob(x, z) + self.prior.log_prob(z)
 
-    def log_importance_weights(self, x, num_samples):
+    def log_importance_weights(self, x, num_samples, encoder_x=None):
+        """`encoder_x`: what q reads instead of x (the q(z | e) trick's grey test images)."""
         x = ops.convert_to_tensor(x)
-        mean, log_var = self.encode(x)  # the encoder runs once per image, not once per sample
+        mean, log_var = self.encode(x if encoder_x is None else ops.convert_to_tensor(encoder_x))  # once per image
         shape = (ops.shape(x)[0], num_samples, self.latent_dim)
         mean, log_var = ops.broadcast_to(mean[:, None, :], shape), ops.broadcast_to(log_var[:, None, :], shape)
         z = sample_posterior(mean, log_var, self.posterior, seed=self.seed_generator)
